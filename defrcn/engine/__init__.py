@@ -1,0 +1,1 @@
+"""Recipe loading, device setup and the train/eval drivers shared by tools/."""

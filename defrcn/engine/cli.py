@@ -1,0 +1,66 @@
+"""The one exit path of every tool: one-line errors, exit codes, clean teardown.
+
+Bad input (`InputError`, click usage errors) prints one line and exits 2; any other
+failure prints one line and exits 1. A traceback is printed only with `--debug` or
+`DEFRCN_DEBUG=1`. MindSpore 2.8 prints `Cell.__del__` noise when Cells are collected
+at interpreter exit, so tools leave through `os._exit` after flushing.
+"""
+import os
+import sys
+import traceback
+
+import click
+
+from defrcn.errors import InputError
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def debug_enabled(debug=False):
+    return bool(debug) or os.environ.get("DEFRCN_DEBUG", "") not in ("", "0")
+
+
+def _leave(code):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run(fn, *args, debug=False, **kwargs):
+    """Call fn(*args, **kwargs) and exit the process with the right code."""
+    code = EXIT_OK
+    try:
+        fn(*args, **kwargs)
+    except InputError as e:
+        if debug_enabled(debug):
+            traceback.print_exc()
+        click.echo(f"error: {e}", err=True)
+        code = EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        code = 130
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Exception as e:  # noqa: BLE001 - the one place that maps failures to exit 1
+        if debug_enabled(debug):
+            traceback.print_exc()
+        click.echo(f"error: {type(e).__name__}: {e}", err=True)
+        code = EXIT_FAILURE
+    _leave(code)
+
+
+def main_guard(command):
+    """Run a click command so usage errors also exit 2 with one line."""
+    try:
+        command.main(standalone_mode=False)
+    except click.UsageError as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        _leave(EXIT_BAD_INPUT)
+    except click.Abort:
+        _leave(130)
+    _leave(EXIT_OK)
+
+
+debug_option = click.option(
+    "--debug", is_flag=True, help="Print full tracebacks (also DEFRCN_DEBUG=1)."
+)
