@@ -110,15 +110,47 @@ def parse_value(key, text, current):
         except ValueError:
             raise InputError(f"--set {key}: expected a float, got {text!r}") from None
     if isinstance(current, list):
+        if text.strip().startswith("["):
+            return _parse_json_list(key, text, current)
+        if current and isinstance(current[0], list):
+            raise InputError(f"--set {key}: a list of lists, give it in JSON syntax such as "
+                             f"{json.dumps(_plain(current))}")
         items = [t.strip() for t in text.split(",")] if text.strip() else []
         if current:
             return [parse_value(key, t, current[0]) for t in items]
+        if key.endswith(("classes", "names")):  # class-name lists: names such as "7" stay strings
+            return items
         return [_guess(t) for t in items]
     if isinstance(current, dict):
         raise InputError(f"--set {key}: is a group of settings, set one of its keys")
     if current is None:
         return _guess(text)
     return text
+
+
+def _parse_json_list(key, text, current):
+    """`[[800, 1344], [1344, 800]]`-style values for lists of lists (JSON syntax)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise InputError(f"--set {key}: expected a JSON list such as [[256, 256]], got {text!r}") from None
+    if not isinstance(value, list):
+        raise InputError(f"--set {key}: expected a list, got {text!r}")
+    if current and value and _kind(current[0]) != _kind(value[0]):
+        raise InputError(
+            f"--set {key}: expected items like {json.dumps(_plain(current[0]))}, got {json.dumps(value[0])}"
+        )
+    return value
+
+
+def _kind(value):
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return type(value).__name__
 
 
 def _guess(text):
@@ -134,7 +166,16 @@ def _guess(text):
 
 
 def apply_overrides(cfg, overrides):
-    """Apply ``key=value`` strings to cfg in place; unknown keys name the closest ones."""
+    """Apply ``key=value`` strings to cfg in place; unknown keys name the closest ones.
+
+    The text is parsed to the type of the value it replaces: ``true/false`` for bools,
+    ints, floats (an int is accepted for a float), strings as given; lists as
+    ``a,b,c`` (each item parsed like the first existing item; items of an empty list
+    are guessed, except in ``*classes``/``*names`` lists, which hold strings) or in JSON
+    syntax (``[[800,1344],[1344,800]]``, required for lists of lists); an empty text
+    gives an empty list. Setting a group
+    (``--set solver=1``) or a key the recipe lacks is an `InputError`.
+    """
     known = cfg.flat_keys()
     for item in overrides:
         if "=" not in item:

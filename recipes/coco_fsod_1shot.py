@@ -1,0 +1,7 @@
+"""COCO FSOD fine-tuning (FSRW-like): the 20 novel classes, 1 shot each.
+Runs after coco_base and `tools/surgery.py --method remove` (model.base_weights)."""
+from defrcn.recipes.common.fewshot import callbacks, dataset, fewshot_cfg, model, optimizer
+
+cfg = fewshot_cfg("coco", "fsod", shots=1)
+# configs/coco/defrcn_fsod_r101_novel_1shot_seedx.yaml
+cfg.solver.max_iter, cfg.solver.steps = 1000, [800]

@@ -1,0 +1,7 @@
+"""COCO FSOD fine-tuning (FSRW-like): the 20 novel classes, 2 shots each.
+Runs after coco_base and `tools/surgery.py --method remove` (model.base_weights)."""
+from defrcn.recipes.common.fewshot import callbacks, dataset, fewshot_cfg, model, optimizer
+
+cfg = fewshot_cfg("coco", "fsod", shots=2)
+# configs/coco/defrcn_fsod_r101_novel_2shot_seedx.yaml
+cfg.solver.max_iter, cfg.solver.steps = 1500, [1200]

@@ -1,0 +1,167 @@
+"""The four recipe builders (DESIGN section 4), shared by every shipped recipe.
+
+Each maps cfg keys onto the keyword arguments of one library call and imports the
+library lazily, so loading a recipe stays cheap (no MindSpore import, no network).
+Weights (`model.weights`, `model.base_weights`) are loaded by the engine, not here.
+"""
+from typing import Any, List, NamedTuple
+
+__all__ = ["model", "dataset", "optimizer", "callbacks", "resolve_classes", "Data"]
+
+
+def resolve_classes(cfg):
+    """Fill empty `data.base_classes` / `data.novel_classes` and `model.num_classes` 0 in place.
+
+    Custom and toy data sets: the classes are the train json's categories (ascending id);
+    novel = `data.novel_classes`, else the json's `info.novel_classes`, else none;
+    base = `data.base_classes`, else every other category. num_classes follows the setting
+    (base: base classes; fsod: novel; tfa: both). A stated num_classes must agree.
+    Returns cfg. InputError for names the data set lacks or a mismatching count.
+    """
+    from defrcn.errors import InputError
+
+    data = cfg.data
+    if data.benchmark in ("custom", "toy") and not (data.base_classes and data.novel_classes):
+        from defrcn.data.coco import category_names, read_json
+        from defrcn.data.custom import annotation_file, check_class_names
+
+        json_file = annotation_file(data.root, "train")
+        content = read_json(json_file)
+        id_to_name = category_names(content, json_file)
+        names = [id_to_name[i] for i in sorted(id_to_name)]
+        info = content.get("info") if isinstance(content.get("info"), dict) else {}
+        novel = list(data.novel_classes or info.get("novel_classes") or [])
+        check_class_names(novel, names, json_file, what="novel class")
+        base = list(data.base_classes or [n for n in names if n not in novel])
+        check_class_names(base, names, json_file, what="base class")
+        data.base_classes, data.novel_classes = base, novel
+    counts = {"base": len(data.base_classes), "fsod": len(data.novel_classes),
+              "tfa": len(data.base_classes) + len(data.novel_classes)}
+    expected = counts[data.setting]
+    if cfg.model.num_classes <= 0:
+        cfg.model.num_classes = expected
+    elif expected and cfg.model.num_classes != expected:
+        raise InputError(f"model.num_classes: {cfg.model.num_classes}, but setting '{data.setting}' "
+                         f"with these class lists has {expected} classes")
+    if cfg.model.num_classes <= 0:
+        raise InputError(f"model.num_classes: no classes for setting '{data.setting}' "
+                         f"(set data.novel_classes=a,b)")
+    return cfg
+
+
+def model(cfg, *, rank=0):
+    """The DeFRCN detector Cell for cfg (random init). `rank` salts RoI/anchor sampling."""
+    from defrcn.modeling.detector import build_detector
+
+    resolve_classes(cfg)
+    m = cfg.model
+    roi = m.roi
+    # TODO(lead): signature — build_detector as of this writing.
+    return build_detector(
+        num_classes=m.num_classes, depth=m.depth, norm=m.norm, freeze_at=m.freeze_at,
+        stride_in_1x1=m.stride_in_1x1, gdl_scale_rpn=m.gdl_scale_rpn, gdl_scale_roi=m.gdl_scale_roi,
+        freeze_res5=m.freeze_res5, cls_dropout=m.cls_dropout, pooler_resolution=m.pooler_resolution,
+        rpn={key: tuple(v) if isinstance(v, list) else v for key, v in m.rpn.items()},
+        roi=dict(batch_size_per_image=roi.batch_size_per_image, positive_fraction=roi.positive_fraction,
+                 iou_threshold=roi.iou_threshold, score_thresh=roi.score_thresh_test,
+                 nms_thresh=roi.nms_thresh_test, detections_per_image=roi.detections_per_image),
+        sample_salt=rank,
+    )
+
+
+class Data(NamedTuple):
+    """What `dataset` returns: the mindspore.dataset pipeline, the records and their meta."""
+
+    loader: Any
+    records: List[dict]
+    meta: Any
+
+
+def dataset(cfg, split, *, num_shards=1, shard_id=0, start_iter=0):
+    """split "train" (base or K-shot set per data.setting) or "test" -> `Data`.
+
+    Train: endless batches of `solver.ims_per_device` images; test: in order,
+    `test.ims_per_device` per batch. Sharded by rank (num_shards, shard_id); `start_iter`
+    skips the batches a resumed run has already seen.
+    """
+    from defrcn.data.catalog import load_dataset
+    from defrcn.data.pipeline import build_test_loader, build_train_loader
+
+    resolve_classes(cfg)
+    d, i = cfg.data, cfg.input
+    if split == "train":
+        catalog_split = "train_base" if d.setting == "base" else "train_fewshot"
+    elif split == "test":
+        catalog_split = "test"
+    else:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    # TODO(lead): signature — load_dataset / build_*_loader as of this writing.
+    records, meta = load_dataset(
+        d.benchmark, catalog_split, root=d.root, base_classes=d.base_classes or None,
+        novel_classes=d.novel_classes or None, setting=d.setting, shots=d.shots or None,
+        split_seed=d.split_seed, voc_split=d.voc_split or None, split_root=d.fewshot_dir or None)
+    common = dict(canvases=i.canvases, pixel_format=i.format, max_gt=d.max_gt, num_shards=num_shards,
+                  shard_id=shard_id, num_workers=d.num_workers)
+    if split == "train":
+        loader = build_train_loader(records, min_sizes=i.min_size_train, max_size=i.max_size_train,
+                                    flip_prob=i.flip_prob, batch_size=cfg.solver.ims_per_device,
+                                    seed=cfg.seed, start_iter=start_iter, **common)
+    else:
+        loader = build_test_loader(records, min_size=i.min_size_test, max_size=i.max_size_test,
+                                   batch_size=cfg.test.ims_per_device, **common)
+    return Data(loader, records, meta)
+
+
+def optimizer(cfg, model, steps=None):
+    """SGD (or AdamW for the toy recipes) with d2's decay groups and a per-step LR.
+
+    `steps`: the run's schedule from `defrcn.engine.schedule.effective_schedule` (LR x
+    B/16, iterations x 16/B for a total batch B); None = cfg.solver as written.
+    """
+    from defrcn.engine.optim import build_adamw, build_sgd
+    from defrcn.engine.schedule import lr_per_step
+
+    s = cfg.solver
+    plan = steps if steps is not None else s
+    if not hasattr(plan, "keys"):
+        raise TypeError(f"steps must be the dict of effective_schedule or None, got {type(plan).__name__}")
+    rates = lr_per_step(plan["base_lr"], plan["max_iter"], plan["steps"], s.gamma, plan["warmup_iters"],
+                        s.warmup_factor)
+    decay = dict(weight_decay=s.weight_decay, weight_decay_bias=s.weight_decay_bias,
+                 weight_decay_norm=s.weight_decay_norm)
+    if s.optimizer == "adamw":
+        return build_adamw(model, rates, **decay)
+    return build_sgd(model, rates, momentum=s.momentum, **decay)
+
+
+def callbacks(cfg, ctx):
+    """The ordered training callbacks; writers only on the main rank.
+
+    ctx (built by the engine): output_dir, is_main, optimizer, start_iter, loss_names,
+    lr_fn (iteration -> LR), schedule (the `effective_schedule` dict: max_iter,
+    checkpoint_period, eval_period, accumulate_steps), eval_fn (() -> metrics, or None).
+    """
+    from defrcn.callbacks.checkpointer import Checkpointer
+    from defrcn.callbacks.eval_hook import PeriodicEval
+    from defrcn.callbacks.metrics_logger import MetricsLogger
+    from defrcn.callbacks.nan_guard import NanGuard
+    from defrcn.callbacks.period import IterationClock
+
+    # TODO(lead): signature — ctx fields guessed; callback arguments as in callbacks/ of this writing.
+    plan = ctx.schedule
+    items = [
+        IterationClock(start_iter=ctx.start_iter, grad_accumulation=plan["accumulate_steps"]),
+        NanGuard(ctx.loss_names, output_dir=ctx.output_dir),
+        MetricsLogger(ctx.output_dir, ctx.loss_names, cfg.log.period, ctx.lr_fn, plan["max_iter"], ctx.is_main),
+    ]
+    writer = None
+    if cfg.log.tensorboard and ctx.is_main:
+        from defrcn.callbacks.tensorboard import TensorBoardWriter
+
+        writer = TensorBoardWriter(ctx.output_dir, ctx.loss_names, cfg.log.period, ctx.lr_fn)  # DESIGN 9
+        items.append(writer)
+    items.append(Checkpointer(ctx.output_dir, plan["checkpoint_period"], cfg.solver.keep_checkpoints,
+                              ctx.optimizer, plan["max_iter"], ctx.is_main))
+    if getattr(ctx, "eval_fn", None) is not None:
+        items.append(PeriodicEval(plan["eval_period"], ctx.eval_fn, plan["max_iter"], writer=writer))
+    return items

@@ -1,0 +1,6 @@
+"""VOC split 2 base training: the 15 base classes on VOC07+12 trainval."""
+from defrcn.recipes.common.base import base_cfg, callbacks, dataset, model, optimizer
+
+cfg = base_cfg("voc", voc_split=2)
+# configs/voc/defrcn_det_r101_base2.yaml
+cfg.solver.max_iter, cfg.solver.steps = 15000, [10000, 13300]
