@@ -1,0 +1,211 @@
+"""ResNet C4 backbone on mindcv's ResNet: a stride-16 trunk (stem + res2..res4) and res5.
+
+Parameter names are mindcv's (`conv1.weight`, `layer3.5.bn2.gamma`, `layer4.0.down_sample.0.weight`,
+...), relative to the trunk and to the res5 Cell, so a mindcv ResNet checkpoint (minus the
+classifier) maps onto trunk + res5 name for name.
+
+Two deliberate differences from a stock mindcv ResNet, both to match detectron2/torchvision
+(where the weights DeFRCN uses come from):
+- the stem max-pool pads 1 pixel on each side (mindcv's pad_mode="same" pads bottom/right
+  only, which shifts the stride-4 grid by one input pixel of the stride-2 map);
+- `stride_in_1x1=True` moves the stride of each strided bottleneck from the 3x3 conv to the
+  first 1x1 conv (MSRA/Caffe2 weights, detectron2 RESNETS.STRIDE_IN_1X1); names and shapes
+  are unchanged.
+"""
+
+import mindspore as ms
+import mindspore.nn as nn
+import mindspore.ops as ops
+from mindspore import Parameter
+from mindspore.common.initializer import initializer
+from mindcv.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from defrcn.modeling.param_count import count_parameters  # noqa: F401  (re-exported)
+
+__all__ = ["FrozenBatchNorm2d", "ResNetTrunk", "ResNetRes5", "build_resnet_c4", "freeze_cell",
+           "count_parameters", "RESNET_SPECS"]
+
+# Block type and blocks per stage (res2..res5); He et al. 2016, table 1 (= mindcv's factories).
+RESNET_SPECS = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+    152: (Bottleneck, (3, 8, 36, 3)),
+}
+
+# detectron2 FrozenBatchNorm2d and mindcv's BatchNorm2d both use eps 1e-5.
+BN_EPS = 1e-5
+
+
+class FrozenBatchNorm2d(nn.Cell):
+    """BatchNorm with fixed statistics and fixed affine: y = x * scale + shift over NCHW, where
+    scale = gamma / sqrt(moving_variance + eps) and shift = beta - moving_mean * scale.
+
+    Parameters keep mindcv's BatchNorm names (gamma, beta, moving_mean, moving_variance), all
+    with requires_grad=False, so checkpoints load either way.
+    """
+
+    def __init__(self, num_features, eps=BN_EPS):
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        shape = (num_features,)
+        self.gamma = Parameter(initializer("ones", shape, ms.float32), name="gamma", requires_grad=False)
+        self.beta = Parameter(initializer("zeros", shape, ms.float32), name="beta", requires_grad=False)
+        self.moving_mean = Parameter(initializer("zeros", shape, ms.float32), name="moving_mean",
+                                     requires_grad=False)
+        self.moving_variance = Parameter(initializer("ones", shape, ms.float32), name="moving_variance",
+                                         requires_grad=False)
+
+    def construct(self, x):
+        scale = self.gamma * ops.rsqrt(self.moving_variance + self.eps)
+        shift = self.beta - self.moving_mean * scale
+        return x * scale.reshape((1, -1, 1, 1)) + shift.reshape((1, -1, 1, 1))
+
+    def extend_repr(self):
+        return f"num_features={self.num_features}, eps={self.eps}"
+
+
+_NORMS = {"frozen_bn": FrozenBatchNorm2d, "bn": nn.BatchNorm2d}
+
+
+def _replace_child(parent, name, child, names_from):
+    """Put `child` at `parent.<name>` (attribute or SequentialCell index), then give its
+    parameters the full names of the same-named parameters of `names_from` (MindSpore renames
+    a Cell's parameters relative to the parent it is assigned to)."""
+    if isinstance(parent, nn.SequentialCell):
+        parent[int(name)] = child
+    else:
+        setattr(parent, name, child)
+    old_names = {attr: param.name for attr, param in names_from.parameters_and_names()}
+    for attr, param in child.parameters_and_names():
+        param.name = old_names[attr]
+
+
+def _frozen_copy(bn):
+    """FrozenBatchNorm2d with the values of a BatchNorm2d."""
+    frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
+    for attr in ("gamma", "beta", "moving_mean", "moving_variance"):
+        getattr(frozen, attr).set_data(getattr(bn, attr).data.copy())
+    return frozen
+
+
+def freeze_cell(cell):
+    """Freeze a Cell in place and return it: every parameter gets requires_grad=False and every
+    BatchNorm2d inside becomes a FrozenBatchNorm2d holding its statistics (as detectron2 does).
+    Parameter names are kept."""
+    for name, child in list(cell.name_cells().items()):
+        if isinstance(child, nn.BatchNorm2d):
+            _replace_child(cell, name, _frozen_copy(child), names_from=child)
+        else:
+            freeze_cell(child)
+    for param in cell.get_parameters():
+        param.requires_grad = False
+    return cell
+
+
+class ResNetTrunk(nn.Cell):
+    """Stem + res2..res4 (mindcv conv1/bn1/relu/max_pool + layer1..layer3): (B,3,H,W) -> (B,C4,H/16,W/16).
+
+    Attributes: out_channels (1024 bottleneck, 256 basic), stride (16), freeze_at. Stages up to
+    `freeze_at` (1 stem, 2 +res2, 3 +res3, 4 +res4) have no trainable parameters and their output
+    is cut from the gradient.
+    """
+
+    def __init__(self, resnet, out_channels, freeze_at):
+        super().__init__()
+        self.conv1 = resnet.conv1
+        self.bn1 = resnet.bn1
+        self.relu = resnet.relu
+        # torchvision/detectron2 stem pooling: 3x3, stride 2, 1 pixel on every side.
+        self.max_pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
+        self.layer1 = resnet.layer1
+        self.layer2 = resnet.layer2
+        self.layer3 = resnet.layer3
+        self.out_channels = out_channels
+        self.stride = 16
+        self.freeze_at = freeze_at
+
+    def construct(self, x):
+        x = self.max_pool(self.relu(self.bn1(self.conv1(x))))
+        if self.freeze_at >= 1:
+            x = ops.stop_gradient(x)
+        x = self.layer1(x)
+        if self.freeze_at >= 2:
+            x = ops.stop_gradient(x)
+        x = self.layer2(x)
+        if self.freeze_at >= 3:
+            x = ops.stop_gradient(x)
+        x = self.layer3(x)
+        if self.freeze_at >= 4:
+            x = ops.stop_gradient(x)
+        return x
+
+
+class ResNetRes5(nn.Cell):
+    """res5 (mindcv layer4), the C4 box head: (R, C4, 7, 7) -> (R, C5, 4, 4).
+
+    Attribute out_channels (2048 bottleneck, 512 basic). Parameters are named `layer4.*`.
+    """
+
+    def __init__(self, layer4, out_channels):
+        super().__init__()
+        self.layer4 = layer4
+        self.out_channels = out_channels
+
+    def construct(self, x):
+        return self.layer4(x)
+
+
+def _move_stride_to_1x1(block):
+    """Rebuild a strided Bottleneck's conv1 (1x1) and conv2 (3x3) so conv1 carries the stride;
+    weights, parameter names and shapes are kept."""
+    conv1, conv2 = block.conv1, block.conv2
+    stride = conv2.stride[-1] if isinstance(conv2.stride, tuple) else conv2.stride
+    if stride == 1:
+        return
+    new_conv1 = nn.Conv2d(conv1.in_channels, conv1.out_channels, kernel_size=1, stride=stride,
+                          weight_init=conv1.weight.data.copy())
+    new_conv2 = nn.Conv2d(conv2.in_channels, conv2.out_channels, kernel_size=3, stride=1, padding=1,
+                          pad_mode="pad", group=conv2.group, weight_init=conv2.weight.data.copy())
+    _replace_child(block, "conv1", new_conv1, names_from=conv1)
+    _replace_child(block, "conv2", new_conv2, names_from=conv2)
+
+
+def build_resnet_c4(depth=101, *, norm="frozen_bn", freeze_at=3, stride_in_1x1=True):
+    """Build the C4 backbone from mindcv's ResNet (random init; load weights afterwards).
+
+    Args:
+        depth: 18, 34, 50, 101 or 152.
+        norm: "frozen_bn" (statistics and affine fixed; DeFRCN) or "bn" (trainable BatchNorm,
+            for from-scratch toy training; random init + frozen BN diverges).
+        freeze_at: 0 nothing, 1 stem, 2 stem+res2, 3 stem+res2+res3 (DeFRCN), 4 also res4.
+        stride_in_1x1: bottleneck stride in the first 1x1 conv (MSRA/detectron2 weights) instead
+            of the 3x3 (torchvision/mindcv weights). Ignored for basic blocks.
+
+    Returns:
+        (trunk, res5): ResNetTrunk (stride 16) and ResNetRes5, each with `out_channels`.
+    """
+    if depth not in RESNET_SPECS:
+        raise ValueError(f"resnet depth must be one of {sorted(RESNET_SPECS)}, got {depth}")
+    if norm not in _NORMS:
+        raise ValueError(f"norm must be one of {sorted(_NORMS)}, got {norm!r}")
+    if not 0 <= freeze_at <= 4:
+        raise ValueError(f"freeze_at must be in 0..4, got {freeze_at}")
+    block, layers = RESNET_SPECS[depth]
+    resnet = ResNet(block, list(layers), norm=_NORMS[norm])
+    if stride_in_1x1 and block is Bottleneck:
+        for stage in (resnet.layer2, resnet.layer3, resnet.layer4):
+            _move_stride_to_1x1(stage[0])
+
+    trunk = ResNetTrunk(resnet, out_channels=256 * block.expansion, freeze_at=freeze_at)
+    res5 = ResNetRes5(resnet.layer4, out_channels=512 * block.expansion)
+    stem_and_stages = [("conv1", trunk.conv1), ("bn1", trunk.bn1), ("layer1", trunk.layer1),
+                       ("layer2", trunk.layer2), ("layer3", trunk.layer3)]
+    if freeze_at >= 1:
+        for name, part in stem_and_stages[:freeze_at + 1]:
+            if isinstance(part, nn.BatchNorm2d):
+                _replace_child(trunk, name, _frozen_copy(part), names_from=part)
+            freeze_cell(getattr(trunk, name))
+    return trunk, res5

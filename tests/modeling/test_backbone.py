@@ -1,0 +1,171 @@
+"""ResNet C4 backbone on mindcv: shapes, freezing, frozen BN, stride placement, parameter counts."""
+
+import mindspore as ms
+import mindspore.nn as nn
+import numpy as np
+import pytest
+from mindcv.models.resnet import resnet18, resnet101
+
+from defrcn.modeling.backbone import FrozenBatchNorm2d, build_resnet_c4, freeze_cell
+from defrcn.modeling.param_count import count_parameters, format_parameter_count
+
+# torchvision resnet101: 44,549,160 parameters, of which the fc layer 2048 * 1000 + 1000.
+RESNET101_WITHOUT_FC = 44_549_160 - 2_049_000
+# detectron2 R-101 C4 Faster R-CNN, 81 classes (FrozenBN affine are buffers there): the
+# backbone's convolutions + RPN head (3x3 1024->1024 + bias, 1x1 -> 15, 1x1 -> 60) + box
+# predictor (2048 -> 81, 2048 -> 320) = 52,731,548 = the 52.73M of its build log.
+RPN_HEAD_PARAMS = 1024 * 1024 * 9 + 1024 + (1024 * 15 + 15) + (1024 * 60 + 60)
+PREDICTOR_81_PARAMS = (2048 * 81 + 81) + (2048 * 320 + 320)
+DETECTRON2_R101_C4_PARAMS = 52_731_548
+
+
+@pytest.fixture(autouse=True)
+def pynative():
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=previous)
+
+
+def _params(cell, trainable):
+    return [p.name for p in cell.get_parameters() if p.requires_grad == trainable]
+
+
+def _random(shape, seed=0):
+    return ms.Tensor(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+
+
+def test_resnet18_trunk_has_stride_16_and_256_channels():
+    trunk, res5 = build_resnet_c4(18, norm="bn", freeze_at=0)
+    assert (trunk.out_channels, trunk.stride, res5.out_channels) == (256, 16, 512)
+    assert trunk(_random((2, 3, 64, 96))).shape == (2, 256, 4, 6)
+    assert trunk(_random((1, 3, 50, 70))).shape == (1, 256, 4, 5)  # ceil at every stride-2 step
+    assert res5(_random((3, 256, 7, 7))).shape == (3, 512, 4, 4)
+
+
+def test_resnet101_shapes_and_parameter_count():
+    trunk, res5 = build_resnet_c4(101)
+    assert (trunk.out_channels, res5.out_channels) == (1024, 2048)
+    assert trunk(_random((1, 3, 32, 48))).shape == (1, 1024, 2, 3)
+    assert res5(_random((2, 1024, 7, 7))).shape == (2, 2048, 4, 4)
+
+    trunk_count, res5_count = count_parameters(trunk), count_parameters(res5)
+    total = trunk_count["total"] + res5_count["total"]
+    reference = resnet101(pretrained=False)
+    assert total == count_parameters(reference)["total"] - count_parameters(reference.classifier)["total"]
+    assert total == RESNET101_WITHOUT_FC
+    # BatchNorm affine (gamma + beta) has as many elements as the running statistics.
+    bn_affine = trunk_count["statistics"] + res5_count["statistics"]
+    assert total - bn_affine + RPN_HEAD_PARAMS + PREDICTOR_81_PARAMS == DETECTRON2_R101_C4_PARAMS
+    # freeze_at=3 + frozen BN: trainable = the convolutions of res4 and res5.
+    assert res5_count["frozen"] == res5_count["statistics"]  # frozen = BN gamma/beta only
+    assert "52.73M" in format_parameter_count(dict(total=DETECTRON2_R101_C4_PARAMS, trainable=0, frozen=0,
+                                                   statistics=0))
+
+
+def test_parameter_names_match_mindcv_checkpoints():
+    trunk, res5 = build_resnet_c4(18, norm="bn", freeze_at=3)
+    ours = [n for n, _ in trunk.parameters_and_names()] + [n for n, _ in res5.parameters_and_names()]
+    assert sorted(ours) == sorted([p.name for p in trunk.get_parameters()] + [p.name for p in res5.get_parameters()])
+    mindcv_names = {p.name for p in resnet18(pretrained=False).get_parameters()}
+    assert set(ours) == mindcv_names - {"classifier.weight", "classifier.bias"}
+    assert len(ours) == len(set(ours))
+
+
+@pytest.mark.parametrize("norm", ["frozen_bn", "bn"])
+def test_freeze_at_3_freezes_stem_res2_res3(norm):
+    trunk, res5 = build_resnet_c4(50, norm=norm, freeze_at=3)
+    for part in (trunk.conv1, trunk.bn1, trunk.layer1, trunk.layer2):
+        assert _params(part, trainable=True) == []
+    assert isinstance(trunk.bn1, FrozenBatchNorm2d)
+    assert isinstance(trunk.layer2[0].down_sample[1], FrozenBatchNorm2d)  # converted inside a SequentialCell
+    assert trunk.layer2[0].down_sample[1].gamma.name == "layer2.0.down_sample.1.gamma"
+    for part in (trunk.layer3, res5):
+        trainable = _params(part, trainable=True)
+        conv_weights = [p.name for p in part.get_parameters() if "conv" in p.name or "down_sample.0" in p.name]
+        assert set(conv_weights) <= set(trainable)
+        assert all(("bn" in n or "down_sample.1" in n) for n in set(trainable) - set(conv_weights))
+        assert (len(trainable) > len(conv_weights)) == (norm == "bn")  # bn: gamma/beta train too
+
+
+@pytest.mark.parametrize("freeze_at, input_grad_is_zero", [(0, False), (1, True), (3, True)])
+def test_frozen_stages_are_cut_from_the_gradient(freeze_at, input_grad_is_zero):
+    trunk, _ = build_resnet_c4(18, norm="bn", freeze_at=freeze_at)
+    x = _random((1, 3, 32, 32))
+
+    def loss(image):
+        return trunk(image).sum()
+
+    grad = ms.grad(loss)(x).asnumpy()
+    assert (np.abs(grad).max() == 0) == input_grad_is_zero
+    counts = count_parameters(trunk)
+    assert counts["trainable"] > 0 and (counts["frozen"] > 0) == (freeze_at > 0)
+
+
+def test_frozen_batchnorm_is_fixed_and_computes_the_formula():
+    rng = np.random.default_rng(0)
+    norm = FrozenBatchNorm2d(3)
+    values = dict(gamma=[1.5, -0.5, 2.0], beta=[0.1, 0.0, -1.0], moving_mean=[0.3, -2.0, 1.0],
+                  moving_variance=[4.0, 0.25, 1.0])
+    for name, value in values.items():
+        getattr(norm, name).set_data(ms.Tensor(np.array(value, np.float32)))
+    assert norm.trainable_params() == []
+    assert sorted(p.name for p in norm.get_parameters()) == ["beta", "gamma", "moving_mean", "moving_variance"]
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    v = {k: np.array(a).reshape(1, 3, 1, 1) for k, a in values.items()}
+    scale = v["gamma"] / np.sqrt(v["moving_variance"] + 1e-5)
+    expected = x * scale + (v["beta"] - v["moving_mean"] * scale)
+    np.testing.assert_allclose(norm(ms.Tensor(x)).asnumpy(), expected, rtol=1e-5, atol=1e-6)
+    # Same result as MindSpore's BatchNorm2d in inference with the same values.
+    bn = nn.BatchNorm2d(3)
+    for name, value in values.items():
+        getattr(bn, name).set_data(ms.Tensor(np.array(value, np.float32)))
+    bn.set_train(False)
+    np.testing.assert_allclose(norm(ms.Tensor(x)).asnumpy(), bn(ms.Tensor(x)).asnumpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_freeze_cell_converts_batchnorm_and_keeps_values():
+    cell = nn.SequentialCell([nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3)])
+    cell[1].moving_mean.set_data(ms.Tensor(np.array([1.0, 2.0, 3.0], np.float32)))
+    cell.set_train(False)
+    x = _random((1, 2, 3, 3))
+    before = cell(x).asnumpy()
+    freeze_cell(cell)
+    assert isinstance(cell[1], FrozenBatchNorm2d) and cell.trainable_params() == []
+    np.testing.assert_allclose(cell(x).asnumpy(), before, rtol=1e-5, atol=1e-6)
+
+
+def test_stride_in_1x1_moves_the_stride_and_keeps_names_and_shapes():
+    msra_trunk, msra_res5 = build_resnet_c4(50, stride_in_1x1=True, freeze_at=0)
+    tv_trunk, tv_res5 = build_resnet_c4(50, stride_in_1x1=False, freeze_at=0)
+    for msra_stage, tv_stage in ((msra_trunk.layer2, tv_trunk.layer2), (msra_trunk.layer3, tv_trunk.layer3),
+                                 (msra_res5.layer4, tv_res5.layer4)):
+        assert tuple(msra_stage[0].conv1.stride)[-1] == 2 and tuple(msra_stage[0].conv2.stride)[-1] == 1
+        assert tuple(tv_stage[0].conv1.stride)[-1] == 1 and tuple(tv_stage[0].conv2.stride)[-1] == 2
+
+    def shapes(cell):
+        return [(n, p.shape) for n, p in cell.parameters_and_names()]
+
+    assert shapes(msra_trunk) == shapes(tv_trunk) and shapes(msra_res5) == shapes(tv_res5)
+    for cell in (msra_trunk, msra_res5):
+        assert sorted(p.name for p in cell.get_parameters()) == sorted(n for n, _ in cell.parameters_and_names())
+    x = _random((1, 3, 40, 56))
+    assert msra_trunk(x).shape == tv_trunk(x).shape == (1, 1024, 3, 4)
+    assert msra_res5(_random((1, 1024, 7, 7))).shape == tv_res5(_random((1, 1024, 7, 7))).shape == (1, 2048, 4, 4)
+
+
+def test_stem_max_pool_pads_like_torchvision():
+    trunk, _ = build_resnet_c4(18, norm="bn", freeze_at=0)
+    x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    padded = np.pad(x[0, 0], 1, constant_values=-np.inf)
+    expected = np.array([[padded[2 * i:2 * i + 3, 2 * j:2 * j + 3].max() for j in range(4)] for i in range(4)])
+    np.testing.assert_array_equal(trunk.max_pool(ms.Tensor(x)).asnumpy()[0, 0], expected)
+
+
+def test_invalid_arguments_are_rejected():
+    with pytest.raises(ValueError, match="depth"):
+        build_resnet_c4(42)
+    with pytest.raises(ValueError, match="norm"):
+        build_resnet_c4(18, norm="gn")
+    with pytest.raises(ValueError, match="freeze_at"):
+        build_resnet_c4(18, freeze_at=5)
