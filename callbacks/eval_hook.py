@@ -1,0 +1,40 @@
+"""Periodic evaluation during training: `eval_fn(iteration) -> {name: value}` every
+`period` iterations and once at `max_iter`; metrics go to the log and, if given, to a
+TensorBoardWriter (`eval/<name>`). The evaluator itself is passed in by the recipe."""
+import logging
+
+from mindspore.train import Callback
+
+from defrcn.callbacks.period import current_iteration, every_n
+
+logger = logging.getLogger(__name__)
+
+
+class PeriodicEval(Callback):
+    """Args: period (<= 0: only at the end); eval_fn; max_iter; writer (optional, with
+    `add_metrics(metrics, step)`). `history` keeps [(iteration, metrics)]."""
+
+    def __init__(self, period, eval_fn, max_iter, writer=None):
+        super().__init__()
+        self.period = int(period)
+        self.eval_fn = eval_fn
+        self.max_iter = int(max_iter)
+        self.writer = writer
+        self.history = []
+
+    def on_train_step_end(self, run_context):
+        iteration, is_update_step = current_iteration(run_context)
+        if not is_update_step:
+            return
+        if every_n(iteration, self.period) or iteration >= self.max_iter:
+            self.evaluate(iteration)
+
+    def evaluate(self, iteration):
+        metrics = dict(self.eval_fn(iteration))
+        self.history.append((iteration, metrics))
+        shown = "  ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}"
+                          for k, v in metrics.items() if not isinstance(v, dict))
+        logger.info("eval at iteration %d: %s", iteration, shown)
+        if self.writer is not None:
+            self.writer.add_metrics(metrics, iteration)
+        return metrics

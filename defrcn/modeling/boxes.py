@@ -1,0 +1,62 @@
+"""Box maths on MindSpore tensors (XYXY, absolute pixels, no +1 in widths).
+
+Every function is static-shape and works in GRAPH and PyNative mode on any device.
+"""
+from mindspore import ops
+
+__all__ = ["box_areas", "pairwise_iou", "clip_boxes", "nonempty_mask"]
+
+# Smallest union area divided by (square pixels): only guards 0 / 0 for empty boxes.
+_MIN_UNION = 1e-6
+
+
+def box_areas(boxes):
+    """Areas of boxes (..., 4) -> (...); width = x1 - x0, height = y1 - y0."""
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def _overlap_1d(start1, end1, start2, end2):
+    """Signed overlap of intervals (N, 1) and (1, M) -> (N, M): min(ends) - max(starts).
+
+    Written as (len1 + len2 - |end1 - end2| - |start1 - start2|) / 2 because broadcasting
+    Sub is ~10x faster than broadcasting Maximum/Minimum on CPU (MindSpore 2.8.0, measured on
+    a 20 x 63000 IoU matrix).
+    """
+    lengths = (end1 - start1) + (end2 - start2)
+    return 0.5 * (lengths - ops.abs(end1 - end2) - ops.abs(start1 - start2))
+
+
+def pairwise_iou(boxes1, boxes2):
+    """IoU of every pair: boxes1 (N, 4), boxes2 (M, 4) -> (N, M) float.
+
+    Pairs that do not overlap (including empty boxes) get 0.
+    """
+    first = [boxes1[:, i].reshape(-1, 1) for i in range(4)]
+    second = [boxes2[:, i].reshape(1, -1) for i in range(4)]
+    inter_w = ops.relu(_overlap_1d(first[0], first[2], second[0], second[2]))
+    inter_h = ops.relu(_overlap_1d(first[1], first[3], second[1], second[3]))
+    inter = inter_w * inter_h
+    union = (box_areas(boxes1).reshape(-1, 1) + box_areas(boxes2).reshape(1, -1)) - inter
+    # inter > 0 implies both boxes are non-empty, so union >= inter > 0 there; elsewhere
+    # inter is 0 and the clamp only keeps the division finite (for empty boxes).
+    return inter / ops.clamp(union, min=_MIN_UNION)
+
+
+def clip_boxes(boxes, height, width):
+    """Clip boxes (..., 4) into [0, width] x [0, height].
+
+    `height` and `width` are Python numbers or tensors broadcastable to boxes[..., 0]
+    (e.g. shape (B, 1) for boxes (B, K, 4)).
+    """
+    x0 = ops.minimum(ops.clamp(boxes[..., 0], min=0.0), width)
+    y0 = ops.minimum(ops.clamp(boxes[..., 1], min=0.0), height)
+    x1 = ops.minimum(ops.clamp(boxes[..., 2], min=0.0), width)
+    y1 = ops.minimum(ops.clamp(boxes[..., 3], min=0.0), height)
+    return ops.stack([x0, y0, x1, y1], axis=-1)
+
+
+def nonempty_mask(boxes, threshold=0.0):
+    """Bool mask (...) of boxes (..., 4) whose width and height both exceed `threshold`."""
+    widths = boxes[..., 2] - boxes[..., 0]
+    heights = boxes[..., 3] - boxes[..., 1]
+    return ops.logical_and(widths > threshold, heights > threshold)

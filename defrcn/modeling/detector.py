@@ -1,0 +1,87 @@
+"""The DeFRCN detector: Faster R-CNN C4 with gradient-decoupled RPN and ROI branches.
+
+    images -> trunk (stem..res4, stride 16) -> feature
+        feature -> GDL(λ_rpn) -> affine -> RPN -> proposals (+ RPN losses)
+        feature -> GDL(λ_roi) -> affine -> ROI heads (ROIAlign 7x7, res5, predictor)
+
+`construct(images, image_sizes, gt_boxes, gt_classes, gt_valid)` returns, in training,
+`(total_loss, loss_rpn_cls, loss_rpn_loc, loss_cls, loss_box_reg)` and, in inference,
+`(boxes, scores, classes, valid)` with a fixed number of detections per image
+(boxes in canvas pixels; divide by the loader's `scales` for original pixels).
+"""
+import mindspore as ms
+import mindspore.nn as nn
+import mindspore.ops as ops
+from mindspore import Parameter, Tensor
+
+from defrcn.modeling.backbone import build_resnet_c4, count_parameters
+from defrcn.modeling.gdl import DecoupledBranch
+from defrcn.modeling.pooler import ROIPooler
+from defrcn.modeling.predictor import BoxPredictor
+from defrcn.modeling.roi_heads import Res5ROIHeads
+from defrcn.modeling.rpn import RPN
+
+LOSS_NAMES = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg")
+
+
+class DeFRCN(nn.Cell):
+    """Faster R-CNN C4 with two gradient-decoupled branches (see the module docstring)."""
+
+    loss_names = LOSS_NAMES
+
+    def __init__(self, *, backbone, rpn_branch, roi_branch, rpn, roi_heads):
+        super().__init__()
+        self.backbone = backbone
+        self.rpn_branch = rpn_branch
+        self.roi_branch = roi_branch
+        self.proposal_generator = rpn
+        self.roi_heads = roi_heads
+        # training-step counter that seeds the samplers' keys; checkpointed, so resume is exact
+        self.sample_step = Parameter(Tensor(0, ms.int32), name="sample_step", requires_grad=False)
+
+    def construct(self, images, image_sizes, gt_boxes=None, gt_classes=None, gt_valid=None):
+        features = self.backbone(images)
+        rpn_features = self.rpn_branch(features)
+        roi_features = self.roi_branch(features)
+        if self.training:
+            step = self.sample_step * 1
+            proposals, proposal_valid, loss_rpn_cls, loss_rpn_loc = self.proposal_generator(
+                rpn_features, image_sizes, gt_boxes, gt_valid, step)
+            loss_cls, loss_box_reg = self.roi_heads(
+                roi_features, proposals, proposal_valid, image_sizes, gt_boxes, gt_classes, gt_valid,
+                step)
+            total = loss_rpn_cls + loss_rpn_loc + loss_cls + loss_box_reg
+            total = ops.depend(total, ops.assign_add(self.sample_step, Tensor(1, ms.int32)))
+            return total, loss_rpn_cls, loss_rpn_loc, loss_cls, loss_box_reg
+        proposals, proposal_valid = self.proposal_generator(rpn_features, image_sizes, gt_boxes, gt_valid)
+        return self.roi_heads(roi_features, proposals, proposal_valid, image_sizes)
+
+
+def build_detector(*, num_classes, depth=101, norm="frozen_bn", freeze_at=3, stride_in_1x1=True,
+                   gdl_scale_rpn=0.0, gdl_scale_roi=0.75, freeze_res5=False, cls_dropout=0.0,
+                   pooler_resolution=7, rpn=None, roi=None, sample_salt=0, verbose=True):
+    """Build DeFRCN from plain values (the recipe's `model(cfg)` maps cfg onto these).
+
+    `rpn` and `roi` are dicts of keyword arguments for `RPN` and `Res5ROIHeads`
+    (e.g. post_nms_topk_train, batch_size_per_image); unspecified ones keep DeFRCN's values.
+    `sample_salt` (the data-parallel rank) gives each rank its own sampling stream.
+    """
+    trunk, res5 = build_resnet_c4(depth, norm=norm, freeze_at=freeze_at, stride_in_1x1=stride_in_1x1)
+    if freeze_res5:
+        for param in res5.get_parameters():
+            param.requires_grad = False
+    channels = trunk.out_channels
+    rpn_cell = RPN(in_channels=channels, sample_salt=sample_salt, **(rpn or {}))
+    predictor = BoxPredictor(res5.out_channels, num_classes, cls_dropout=cls_dropout)
+    pooler = ROIPooler(output_size=pooler_resolution, spatial_scale=1.0 / 16, sampling_ratio=0, aligned=True)
+    heads = Res5ROIHeads(pooler=pooler, res5=res5, predictor=predictor, num_classes=num_classes,
+                         freeze_res5=freeze_res5, sample_salt=sample_salt, **(roi or {}))
+    model = DeFRCN(backbone=trunk,
+                   rpn_branch=DecoupledBranch(channels, gdl_scale_rpn),
+                   roi_branch=DecoupledBranch(channels, gdl_scale_roi),
+                   rpn=rpn_cell, roi_heads=heads)
+    if verbose:
+        counts = count_parameters(model)
+        print(f"DeFRCN R-{depth} C4, {num_classes} classes: {counts['total']:,} parameters "
+              f"({counts['trainable']:,} trainable, {counts['frozen']:,} frozen)")
+    return model

@@ -1,0 +1,61 @@
+"""NanGuard stops at the first non-finite part and names iteration, part, last checkpoint;
+the last good checkpoint stays untouched."""
+import os
+import re
+
+import pytest
+
+from defrcn.callbacks.checkpointer import Checkpointer
+from defrcn.callbacks.nan_guard import NanGuard
+from defrcn.checkpoint import io
+
+LOSS_NAMES = ("loss_mse", "loss_l1")
+
+
+def test_stops_and_names_step_part_and_checkpoint(tmp_path, tiny_training):
+    output_dir = str(tmp_path)
+    seen = []
+
+    def callbacks(optimizer):
+        return [NanGuard(LOSS_NAMES, output_dir),
+                Checkpointer(output_dir, 2, 0, optimizer, 10, True)]
+
+    with pytest.raises(FloatingPointError) as raised:
+        tiny_training(callbacks, max_iter=10, bad_steps=(5,))
+    message = str(raised.value)
+    good = os.path.join(output_dir, "checkpoints", "model_0000004.ckpt")
+    assert message.startswith("loss became inf at iteration 5 (total_loss=inf, loss_mse=inf, "
+                              "loss_l1=inf); last good checkpoint: ")
+    assert message.endswith(good)
+    assert "\n" not in message
+    assert sorted(os.listdir(os.path.join(output_dir, "checkpoints"))) == [
+        "model_0000002.ckpt", "model_0000002.ckpt.sha256",
+        "model_0000004.ckpt", "model_0000004.ckpt.sha256"]
+    assert io.find_resume_checkpoint(output_dir) == good
+    assert not os.path.exists(os.path.join(output_dir, io.FINAL_NAME))
+
+
+def test_nan_is_named_nan():
+    import numpy as np
+
+    class Params(dict):  # Model's cb_params is a dict with attribute access
+        __getattr__ = dict.__getitem__
+
+    class Context:
+        stopped = False
+
+        def original_args(self):
+            return Params(net_outputs=(np.float32("nan"), np.float32(1.0), np.float32("nan")),
+                          cur_step_num=3)
+
+        def request_stop(self):
+            Context.stopped = True
+
+    with pytest.raises(FloatingPointError, match=re.escape(
+            "loss became nan at iteration 3 (total_loss=nan, loss_l1=nan); last good checkpoint: none")):
+        NanGuard(LOSS_NAMES).on_train_step_end(Context())
+    assert Context.stopped
+
+
+def test_finite_run_is_untouched(tmp_path, tiny_training):
+    tiny_training(lambda optimizer: [NanGuard(LOSS_NAMES)], max_iter=3)

@@ -1,0 +1,81 @@
+"""The assembled DeFRCN detector: size, freezing, static shapes in graph mode."""
+import mindspore as ms
+import numpy as np
+import pytest
+
+from defrcn.modeling.backbone import count_parameters
+from defrcn.modeling.detector import build_detector
+
+SMALL_RPN = dict(pre_nms_topk_train=200, post_nms_topk_train=50, pre_nms_topk_test=200,
+                 post_nms_topk_test=40, batch_size_per_image=64)
+SMALL_ROI = dict(batch_size_per_image=16, detections_per_image=10, pre_nms_topk=200)
+
+
+def _small_model(**overrides):
+    kwargs = dict(num_classes=3, depth=18, norm="bn", freeze_at=0, gdl_scale_rpn=0.0,
+                  gdl_scale_roi=0.75, pooler_resolution=7, rpn=SMALL_RPN, roi=SMALL_ROI,
+                  verbose=False)
+    kwargs.update(overrides)
+    return build_detector(**kwargs)
+
+
+def _batch(batch=2, size=128, num_gt=4, seed=0):
+    rng = np.random.RandomState(seed)
+    images = rng.randn(batch, 3, size, size).astype(np.float32)
+    sizes = np.array([[size, size - 16]] * batch, np.float32)
+    gt = np.zeros((batch, num_gt, 4), np.float32)
+    gt[:, 0] = [10, 12, 60, 70]
+    gt[:, 1] = [50, 40, 100, 110]
+    classes = np.zeros((batch, num_gt), np.int32)
+    classes[:, 1] = 2
+    valid = np.zeros((batch, num_gt), np.float32)
+    valid[:, :2] = 1
+    return [ms.Tensor(a) for a in (images, sizes, gt, classes, valid)]
+
+
+def test_r101_c4_parameter_count_matches_detectron2():
+    # detectron2's R-101 C4 Faster R-CNN with 80 classes: 52,731,548 parameters (convs,
+    # RPN head, predictor; its frozen BN affines are buffers). Ours also counts the frozen
+    # BN gamma/beta (105,344), DeFRCN's two GDL affines (2 x 2 x 1024) and the sampler's
+    # step counter (1).
+    model = build_detector(num_classes=80, depth=101, verbose=False)
+    counts = count_parameters(model)
+    assert counts["total"] == 52_731_548 + 105_344 + 4_096 + 1, counts
+    assert counts["statistics"] == 105_344  # BN running mean/var, not parameters
+
+
+def test_freeze_at_3_and_frozen_res5_have_no_trainable_parameters():
+    model = build_detector(num_classes=20, depth=50, freeze_at=3, freeze_res5=True, verbose=False)
+    trainable = [p.name for p in model.trainable_params()]
+    assert trainable, "fine-tuning must train something"
+    frozen_prefixes = ("backbone.conv1", "backbone.bn1", "backbone.layer1", "backbone.layer2",
+                       "roi_heads.res5")
+    assert not [n for n in trainable if n.startswith(frozen_prefixes)]
+    assert any(n.startswith("backbone.layer3") for n in trainable)
+    assert any(n.startswith("roi_heads.box_predictor.cls_score") for n in trainable)
+    assert any(n.startswith("rpn_branch") for n in trainable)
+
+
+@pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
+def test_training_returns_finite_losses_and_inference_fixed_shapes(mode):
+    ms.set_context(mode=mode)
+    try:
+        ms.set_seed(0)
+        model = _small_model()
+        model.set_train(True)
+        outputs = model(*_batch())
+        assert len(outputs) == 5
+        values = [float(o.asnumpy()) for o in outputs]
+        assert all(np.isfinite(values)), values
+        assert abs(values[0] - sum(values[1:])) < 1e-4
+        model.set_train(False)
+        images, sizes = _batch()[:2]
+        boxes, scores, classes, valid = model(images, sizes)
+        assert boxes.shape == (2, 10, 4)
+        assert scores.shape == classes.shape == valid.shape == (2, 10)
+        kept = valid.asnumpy() > 0
+        b = boxes.asnumpy()[kept]
+        # detections stay inside the image content (h=128, w=112)
+        assert (b[:, 0] >= 0).all() and (b[:, 2] <= 112 + 1e-3).all() and (b[:, 3] <= 128 + 1e-3).all()
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)

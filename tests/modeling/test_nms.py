@@ -1,0 +1,135 @@
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import nn, ops
+
+from defrcn.modeling.nms import batched_nms, nms, nms_keep_mask_sorted
+
+
+@pytest.fixture(autouse=True, scope="module")
+def pynative_mode():
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=previous)
+
+
+def np_iou(box, boxes):
+    top_left = np.maximum(box[:2], boxes[:, :2])
+    bottom_right = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=1)
+    areas = (boxes[:, 2:] - boxes[:, :2]).prod(axis=1)
+    area = (box[2:] - box[:2]).prod()
+    return inter / (area + areas - inter)
+
+
+def np_nms(boxes, scores, threshold):
+    """Greedy reference: indices kept, by decreasing score (stable for ties)."""
+    order = np.argsort(-scores, kind="stable")
+    kept = []
+    for i in order:
+        if all(np_iou(boxes[j], boxes[i:i + 1])[0] <= threshold for j in kept):
+            kept.append(i)
+    return kept
+
+
+def run_nms(boxes, scores, threshold, max_out, valid=None):
+    out_idx, out_valid = nms(ms.Tensor(np.asarray(boxes, np.float32)),
+                             ms.Tensor(np.asarray(scores, np.float32)), threshold, max_out,
+                             None if valid is None else ms.Tensor(np.asarray(valid, bool)))
+    assert out_idx.shape == (max_out,) and out_valid.shape == (max_out,)
+    out_idx, out_valid = out_idx.asnumpy(), out_valid.asnumpy()
+    return out_idx[out_valid].tolist(), out_idx, out_valid
+
+
+def test_nms_with_mask_sorts_its_input_internally():
+    # The fact the helpers rely on: the mask is in score order, not input order.
+    boxes = np.array([[0, 0, 10, 10, 0.5], [0, 0, 10, 10, 0.9], [50, 50, 60, 60, 0.7]], np.float32)
+    sorted_boxes, _, mask = ops.NMSWithMask(0.5)(ms.Tensor(boxes))
+    np.testing.assert_allclose(sorted_boxes.asnumpy()[:, 4], [0.9, 0.7, 0.5])
+    assert mask.asnumpy().tolist() == [True, True, False]
+
+
+def test_overlapping_suppressed_disjoint_kept_in_score_order():
+    boxes = [[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 10.5], [100, 0, 110, 9]]
+    scores = [0.5, 0.9, 0.7, 0.95, 0.1]
+    kept, out_idx, out_valid = run_nms(boxes, scores, 0.5, 6)
+    assert kept == [3, 2, 4]
+    assert out_valid.tolist() == [True, True, True, False, False, False]
+    assert (out_idx[3:] == 0).all()
+
+
+def test_threshold_is_strict_and_has_no_plus_one():
+    boxes = [[0, 0, 10, 10], [0, 0, 10, 5]]   # IoU exactly 0.5 without +1 (0.545 with it)
+    assert run_nms(boxes, [0.9, 0.8], 0.5, 2)[0] == [0, 1]
+    assert run_nms(boxes, [0.9, 0.8], 0.52, 2)[0] == [0, 1]
+    assert run_nms(boxes, [0.9, 0.8], 0.49, 2)[0] == [0]
+
+
+def test_fixed_output_count_truncates():
+    boxes = [[i * 20, 0, i * 20 + 10, 10] for i in range(6)]
+    scores = [0.1, 0.6, 0.3, 0.9, 0.2, 0.5]
+    kept, _, out_valid = run_nms(boxes, scores, 0.7, 3)
+    assert kept == [3, 1, 5] and out_valid.all()
+
+
+def test_invalid_boxes_neither_kept_nor_suppress():
+    boxes = [[0, 0, 10, 10], [0, 0, 10, 10], [30, 30, 40, 40]]
+    kept, _, _ = run_nms(boxes, [0.9, 0.8, 0.7], 0.5, 3, valid=[False, True, True])
+    assert kept == [1, 2]
+
+
+def test_matches_greedy_reference_on_random_boxes_with_ties():
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 100, size=(150, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(5, 40, size=(150, 2))], 1)
+    boxes = boxes.astype(np.float32)
+    scores = rng.integers(0, 30, size=150).astype(np.float32) / 30   # many ties
+    kept, _, _ = run_nms(boxes, scores, 0.5, 150)
+    reference = np_nms(boxes, scores, 0.5)
+    # Ties may be broken differently: compare sets of kept boxes per score level via count,
+    # and exactly when scores are made distinct.
+    assert abs(len(kept) - len(reference)) <= 3
+    distinct = scores + np.arange(150, dtype=np.float32) * 1e-5
+    kept, _, _ = run_nms(boxes, distinct, 0.5, 150)
+    assert kept == np_nms(boxes, distinct, 0.5)
+
+
+def test_keep_mask_sorted_follows_input_order():
+    boxes = ms.Tensor(np.array([[0, 0, 10, 10], [50, 50, 60, 60], [0, 0, 10, 10]], np.float32))
+    assert nms_keep_mask_sorted(boxes, 0.7).asnumpy().tolist() == [True, True, False]
+
+
+def test_batched_nms_separates_classes():
+    boxes = [[0, 0, 10, 10], [0, 0, 10, 10], [1, 0, 11, 10], [40, 40, 50, 50]]
+    scores = [0.9, 0.8, 0.7, 0.6]
+    classes = [0, 1, 0, 1]
+    idx, valid = batched_nms(ms.Tensor(np.array(boxes, np.float32)),
+                             ms.Tensor(np.array(scores, np.float32)),
+                             ms.Tensor(np.array(classes, np.int32)), 0.5, 5)
+    assert idx.shape == (5,) and valid.shape == (5,)
+    assert idx.asnumpy()[valid.asnumpy()].tolist() == [0, 1, 3]
+
+
+class _NmsCell(nn.Cell):
+    def construct(self, boxes, scores, classes):
+        return batched_nms(boxes, scores, classes, 0.5, 8)
+
+
+def test_graph_mode_matches_pynative():
+    rng = np.random.default_rng(5)
+    corners = rng.uniform(0, 60, size=(40, 2))
+    boxes = ms.Tensor(np.concatenate([corners, corners + rng.uniform(5, 30, (40, 2))], 1)
+                      .astype(np.float32))
+    scores = ms.Tensor(rng.random(40).astype(np.float32))
+    classes = ms.Tensor(rng.integers(0, 3, 40).astype(np.int32))
+    cell = _NmsCell()
+    eager = [t.asnumpy() for t in cell(boxes, scores, classes)]
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        graph = [t.asnumpy() for t in cell(boxes, scores, classes)]
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    np.testing.assert_array_equal(eager[0], graph[0])
+    np.testing.assert_array_equal(eager[1], graph[1])
+    assert eager[1].sum() == 8

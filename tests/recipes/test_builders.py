@@ -1,0 +1,92 @@
+"""The shared builders that need no model or data pipeline: classes and the optimizer."""
+import json
+import os
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import nn
+
+import defrcn
+from defrcn.engine.recipe import load_recipe
+from defrcn.engine.schedule import effective_schedule
+from defrcn.errors import InputError
+from defrcn.recipes.common.builders import resolve_classes
+
+RECIPES = os.path.join(os.path.dirname(os.path.dirname(defrcn.__file__)), "recipes")
+
+
+def custom_root(tmp_path, info=None):
+    (tmp_path / "annotations").mkdir()
+    content = {"images": [], "annotations": [],
+               "categories": [{"id": 9, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 5, "name": "7"}]}
+    if info is not None:
+        content["info"] = info
+    (tmp_path / "annotations" / "train.json").write_text(json.dumps(content))
+    return str(tmp_path)
+
+
+def test_custom_classes_from_overrides(tmp_path):
+    root = custom_root(tmp_path)
+    cfg = load_recipe(os.path.join(RECIPES, "custom_2shot.py"),
+                      [f"data.root={root}", "data.novel_classes=7"]).cfg
+    resolve_classes(cfg)
+    assert cfg.data.base_classes == ["dog", "cat"]  # ascending category id
+    assert cfg.data.novel_classes == ["7"] and cfg.model.num_classes == 3
+
+
+def test_custom_classes_from_json_info(tmp_path):
+    root = custom_root(tmp_path, info={"novel_classes": ["cat"]})
+    cfg = load_recipe(os.path.join(RECIPES, "custom_base.py"), [f"data.root={root}"]).cfg
+    resolve_classes(cfg)
+    assert cfg.data.novel_classes == ["cat"] and cfg.model.num_classes == 2
+
+
+def test_custom_unknown_novel_class(tmp_path):
+    root = custom_root(tmp_path)
+    cfg = load_recipe(os.path.join(RECIPES, "custom_base.py"), [f"data.root={root}", "data.novel_classes=cow"]).cfg
+    with pytest.raises(InputError, match="novel class 'cow'"):
+        resolve_classes(cfg)
+
+
+def test_stated_num_classes_must_agree():
+    cfg = load_recipe(os.path.join(RECIPES, "coco_fsod_1shot.py"), ["model.num_classes=80"]).cfg
+    with pytest.raises(InputError, match="model.num_classes: 80"):
+        resolve_classes(cfg)
+
+
+@pytest.fixture
+def pynative():
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=previous)
+
+
+class Tiny(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Dense(2, 2)
+        self.bn = nn.BatchNorm1d(2)
+
+    def construct(self, x):
+        return self.bn(self.fc(x))
+
+
+def test_optimizer_builder_sgd_with_effective_schedule(pynative):
+    recipe = load_recipe(os.path.join(RECIPES, "coco_tfa_10shot.py"))
+    schedule = effective_schedule(recipe.cfg.solver, 1, 2)
+    opt = recipe.optimizer(recipe.cfg, Tiny(), schedule)
+    assert isinstance(opt, nn.Momentum)
+    lr = opt.learning_rate.learning_rate.asnumpy()  # the per-step array
+    assert lr.shape == (48000,)
+    np.testing.assert_allclose(lr[[0, 38399, 38400]], [0.00125, 0.00125, 0.000125], rtol=1e-5)
+
+
+def test_optimizer_builder_toy_adamw_as_written(pynative):
+    recipe = load_recipe(os.path.join(RECIPES, "toy_base.py"))
+    opt = recipe.optimizer(recipe.cfg, Tiny(), None)
+    assert isinstance(opt, nn.AdamWeightDecay)
+    lr = opt.learning_rate.learning_rate.asnumpy()  # the per-step array
+    assert lr.shape == (recipe.cfg.solver.max_iter,)
+    assert lr[0] == pytest.approx(1e-6) and lr[recipe.cfg.solver.warmup_iters] == pytest.approx(1e-3)
