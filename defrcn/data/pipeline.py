@@ -230,8 +230,8 @@ def _dataset(source, op, columns, num_workers, batch_size, python_multiprocessin
 
 def build_train_loader(records, *, canvases, min_sizes, max_size, flip_prob, pixel_format,
                        batch_size, max_gt, seed, num_shards=1, shard_id=0, num_workers=2,
-                       start_iter=0, python_multiprocessing=False):
-    """Endless deterministic training pipeline (see the module docstring).
+                       start_iter=0, num_batches=None, python_multiprocessing=False):
+    """Deterministic training pipeline (see the module docstring), endless by default.
 
     Returns a mindspore.dataset.Dataset with columns TRAIN_COLUMNS: images float32
     (B, 3, H, W), image_sizes float32 (B, 2), gt_boxes float32 (B, G, 4), gt_classes
@@ -239,7 +239,9 @@ def build_train_loader(records, *, canvases, min_sizes, max_size, flip_prob, pix
     Iterate it inside `input_errors_as_one_line()` to get unreadable images as one line.
     `num_workers` map workers decode and transform (threads, or processes with
     `python_multiprocessing=True`); the output does not depend on either.
-    `get_dataset_size()` reports a nominal epoch (this shard's images // batch_size);
+    With `num_batches`, exactly that many batches from `start_iter` on (what a run of
+    known length needs; `get_dataset_size()` is then exact). Without it,
+    `get_dataset_size()` reports a nominal epoch (this shard's images // batch_size) and
     iteration never ends: stop after the wanted number of steps.
     """
     _check_common(records, canvases, batch_size, num_shards, shard_id)
@@ -250,9 +252,13 @@ def build_train_loader(records, *, canvases, min_sizes, max_size, flip_prob, pix
         plan = train_batch_plan(canvas_of, min_sizes=list(min_sizes), flip_prob=flip_prob,
                                 batch_size=batch_size, seed=seed, num_shards=num_shards,
                                 shard_id=shard_id)
-        return itertools.islice(plan, start_iter, None)
+        stop = None if num_batches is None else start_iter + num_batches
+        return itertools.islice(plan, start_iter, stop)
 
     op = _TrainExample(records, canvases, max_size, pixel_format, max_gt)
+    if num_batches is not None:
+        source = _FinitePlanSource(batches, num_batches * batch_size)
+        return _dataset(source, op, TRAIN_COLUMNS, num_workers, batch_size, python_multiprocessing)
     data = _dataset(_PlanSource(batches), op, TRAIN_COLUMNS, num_workers, batch_size,
                     python_multiprocessing)
     # MindSpore would count an endless stream forever (Model.train asks for the size):

@@ -59,13 +59,13 @@ class Recipe:
         self.cfg = cfg
         self.module = module
 
-    def model(self, cfg=None):
-        """The detector Cell for cfg (default: this recipe's cfg)."""
-        return self.module.model(self.cfg if cfg is None else cfg)
+    def model(self, cfg=None, **kwargs):
+        """The detector Cell for cfg (default: this recipe's cfg); kwargs e.g. rank=."""
+        return self.module.model(self.cfg if cfg is None else cfg, **kwargs)
 
-    def dataset(self, cfg=None, split="train"):
-        """The data set of `split` ("train" or "test") for cfg."""
-        return self.module.dataset(self.cfg if cfg is None else cfg, split)
+    def dataset(self, cfg=None, split="train", **kwargs):
+        """The data set of `split` ("train" or "test") for cfg; kwargs: sharding, start_iter."""
+        return self.module.dataset(self.cfg if cfg is None else cfg, split, **kwargs)
 
     def optimizer(self, cfg, model, steps=None):
         """The optimizer over model's trainable parameters; steps: see the recipe's builder."""

@@ -1,0 +1,89 @@
+"""Prototypical Calibration Block (DeFRCN, Qiao et al. 2021, section 3.3; fact sheet section 2).
+
+    pcb = build_pcb(cfg, model, test_data)      # once per evaluation
+    new_scores = pcb.rescore(record, boxes, scores, classes)   # per test image
+
+`feature_model.py` embeds boxes, `prototypes.py` builds the per-class prototypes from the
+fine-tuning split, `calibration.py` rescores (numpy).
+"""
+import os
+
+import numpy as np
+
+from defrcn.pcb.calibration import calibrate_scores, prototype_rows, select_for_calibration
+
+__all__ = ["PCB", "build_pcb"]
+
+PROTOTYPE_CACHE_FOLDER = "pcb"  # under the run's output_dir
+
+
+class PCB:
+    """Rescores one image's detections against the class prototypes.
+
+    Args:
+        feature_model: has `embed(image uint8 (H, W, 3) RGB, boxes (N, 4)) -> (N, E)`.
+        prototypes: `prototypes.Prototypes`.
+        test_class_names: the test set's class names in contiguous-id order.
+        untouched_classes: names never rescored (gFSOD base classes).
+        alpha, lower, upper: cfg.test.pcb (0.5, 0.05, 1.0).
+        load_image: record -> uint8 (H, W, 3) RGB original image (default: the data layer's).
+    """
+
+    def __init__(self, feature_model, prototypes, test_class_names, *, untouched_classes=(), alpha=0.5,
+                 lower=0.05, upper=1.0, load_image=None):
+        if load_image is None:
+            from defrcn.data.pipeline import load_image
+        self.feature_model = feature_model
+        self.prototypes = prototypes
+        self.test_class_names = list(test_class_names)
+        self.rows = prototype_rows(self.test_class_names, prototypes.class_names, untouched_classes)
+        self.alpha, self.lower, self.upper = float(alpha), float(lower), float(upper)
+        self.load_image = load_image
+
+    def rescore(self, record, boxes, scores, classes):
+        """New scores float32 (D,) in the input order (nothing re-sorted).
+
+        record: the test record (file_name, height, width); boxes (D, 4) XYXY original pixels;
+        scores (D,); classes (D,) contiguous ids of the test set's meta.
+        """
+        scores = np.asarray(scores, np.float32).reshape(-1)
+        classes = np.asarray(classes).reshape(-1).astype(np.int64)
+        selected = select_for_calibration(scores, classes, self.rows, self.lower, self.upper)
+        if not selected.any():
+            return scores.copy()
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        embeddings = self.feature_model.embed(self.load_image(record), boxes[selected])
+        return calibrate_scores(scores, classes, selected, embeddings, self.prototypes.vectors, self.rows,
+                                self.alpha)
+
+
+def default_cache_dir(cfg):
+    """cfg.test.pcb.cache_dir if set, else OUTPUT/pcb, else None (no cache)."""
+    explicit = cfg.test.pcb.get("cache_dir", "")
+    if explicit:
+        return explicit
+    return os.path.join(cfg.output_dir, PROTOTYPE_CACHE_FOLDER) if cfg.get("output_dir") else None
+
+
+def build_pcb(cfg, model=None, test_data=None, *, feature_model=None, cache_dir=None, load_image=None):
+    """PCB for a fine-tuning recipe's evaluation.
+
+    cfg: the recipe cfg (data.*, input.*, test.pcb.*, output_dir); model: the detector (needed
+    for test.pcb.model "self"); test_data: `Data(loader, records, meta)` of the test set
+    (its meta gives the class-id space of `rescore`; None = the support set's classes).
+    feature_model / cache_dir / load_image override the defaults (tests, tools).
+    """
+    from defrcn.pcb.feature_model import build_feature_model
+    from defrcn.pcb.prototypes import load_or_compute_prototypes, load_support_set
+
+    records, meta = load_support_set(cfg)
+    if feature_model is None:
+        feature_model = build_feature_model(cfg, model)
+    if cache_dir is None:
+        cache_dir = default_cache_dir(cfg)
+    protos = load_or_compute_prototypes(feature_model, records, meta, cache_dir, load_image)
+    test_meta = test_data.meta if test_data is not None else meta
+    untouched = cfg.data.base_classes if cfg.data.setting == "tfa" else ()
+    p = cfg.test.pcb
+    return PCB(feature_model, protos, test_meta.class_names, untouched_classes=untouched, alpha=p.alpha,
+               lower=p.lower, upper=p.upper, load_image=load_image)

@@ -56,7 +56,6 @@ def model(cfg, *, rank=0):
     resolve_classes(cfg)
     m = cfg.model
     roi = m.roi
-    # TODO(lead): signature — build_detector as of this writing.
     return build_detector(
         num_classes=m.num_classes, depth=m.depth, norm=m.norm, freeze_at=m.freeze_at,
         stride_in_1x1=m.stride_in_1x1, gdl_scale_rpn=m.gdl_scale_rpn, gdl_scale_roi=m.gdl_scale_roi,
@@ -77,12 +76,13 @@ class Data(NamedTuple):
     meta: Any
 
 
-def dataset(cfg, split, *, num_shards=1, shard_id=0, start_iter=0):
+def dataset(cfg, split, *, num_shards=1, shard_id=0, start_iter=0, num_batches=None):
     """split "train" (base or K-shot set per data.setting) or "test" -> `Data`.
 
     Train: endless batches of `solver.ims_per_device` images; test: in order,
     `test.ims_per_device` per batch. Sharded by rank (num_shards, shard_id); `start_iter`
-    skips the batches a resumed run has already seen.
+    skips the batches a resumed run has already seen; `num_batches` makes the train
+    stream finite (exactly the batches a run needs).
     """
     from defrcn.data.catalog import load_dataset
     from defrcn.data.pipeline import build_test_loader, build_train_loader
@@ -95,7 +95,6 @@ def dataset(cfg, split, *, num_shards=1, shard_id=0, start_iter=0):
         catalog_split = "test"
     else:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    # TODO(lead): signature — load_dataset / build_*_loader as of this writing.
     records, meta = load_dataset(
         d.benchmark, catalog_split, root=d.root, base_classes=d.base_classes or None,
         novel_classes=d.novel_classes or None, setting=d.setting, shots=d.shots or None,
@@ -105,7 +104,8 @@ def dataset(cfg, split, *, num_shards=1, shard_id=0, start_iter=0):
     if split == "train":
         loader = build_train_loader(records, min_sizes=i.min_size_train, max_size=i.max_size_train,
                                     flip_prob=i.flip_prob, batch_size=cfg.solver.ims_per_device,
-                                    seed=cfg.seed, start_iter=start_iter, **common)
+                                    seed=cfg.seed, start_iter=start_iter,
+                                    num_batches=num_batches, **common)
     else:
         loader = build_test_loader(records, min_size=i.min_size_test, max_size=i.max_size_test,
                                    batch_size=cfg.test.ims_per_device, **common)
@@ -139,7 +139,7 @@ def callbacks(cfg, ctx):
 
     ctx (built by the engine): output_dir, is_main, optimizer, start_iter, loss_names,
     lr_fn (iteration -> LR), schedule (the `effective_schedule` dict: max_iter,
-    checkpoint_period, eval_period, accumulate_steps), eval_fn (() -> metrics, or None).
+    checkpoint_period, eval_period, accumulate_steps), eval_fn (iteration -> metrics, or None).
     """
     from defrcn.callbacks.checkpointer import Checkpointer
     from defrcn.callbacks.eval_hook import PeriodicEval
@@ -147,7 +147,6 @@ def callbacks(cfg, ctx):
     from defrcn.callbacks.nan_guard import NanGuard
     from defrcn.callbacks.period import IterationClock
 
-    # TODO(lead): signature — ctx fields guessed; callback arguments as in callbacks/ of this writing.
     plan = ctx.schedule
     items = [
         IterationClock(start_iter=ctx.start_iter, grad_accumulation=plan["accumulate_steps"]),

@@ -1,0 +1,133 @@
+"""Evaluate a checkpoint on a recipe's test set (`tools/eval.py`), and the evaluation
+function the periodic-eval callback calls during training.
+
+    metrics = evaluate_recipe("recipes/toy_base.py", checkpoint="output/toy_base/model_final.ckpt")
+
+Writes `detections.json` and `metrics.json` into the output folder (default: the
+checkpoint's folder); with PCB on, `detections_pcb.json` and `metrics_pcb.json` instead,
+so a plain and a calibrated evaluation of one checkpoint sit side by side.
+"""
+import logging
+import os
+
+import click
+
+from defrcn.errors import InputError
+
+__all__ = ["evaluate_recipe", "evaluate_model", "load_weights", "make_eval_fn"]
+
+logger = logging.getLogger(__name__)
+MOST_MISSING = 0.5  # a checkpoint lacking more than this share of the model is not its checkpoint
+CLS_SCORE = "cls_score.weight"  # predictor classifier (num_classes + 1 rows), see modeling/predictor.py
+
+
+def _class_count_hint(mismatch):
+    """' — trained for A classes, this recipe has B' when the classifier differs."""
+    name, shapes = mismatch.split(": ", 1)
+    if not name.endswith(CLS_SCORE):
+        return ""
+    try:
+        got = shapes.split("checkpoint (", 1)[1].split(",")[0]
+        want = shapes.split("model (", 1)[1].split(",")[0]
+        return f" — trained for {int(got) - 1} classes, this recipe has {int(want) - 1}"
+    except (IndexError, ValueError):
+        return ""
+
+
+def load_weights(model, checkpoint):
+    """Load `checkpoint` into `model` for evaluation.
+
+    InputError (one line naming the checkpoint) when a parameter's shape differs (e.g. a
+    checkpoint trained for another class count) or when most model parameters are missing;
+    a few missing parameters only log a warning.
+    """
+    from defrcn.checkpoint.io import load_checkpoint, load_into
+
+    params = load_checkpoint(checkpoint)
+    missing, _unexpected, mismatch = load_into(model, params)
+    if mismatch:
+        cls = [m for m in mismatch if m.split(":")[0].endswith(CLS_SCORE)]
+        first = (cls or mismatch)[0]
+        more = f" (and {len(mismatch) - 1} more)" if len(mismatch) > 1 else ""
+        raise InputError(f"does not fit this model: {first}{_class_count_hint(first)}{more}",
+                         path=checkpoint)
+    total = len(list(model.get_parameters()))
+    if total and len(missing) > MOST_MISSING * total:
+        raise InputError(f"lacks {len(missing)} of the model's {total} parameters "
+                         f"(e.g. {missing[0]}): not a checkpoint of this model", path=checkpoint)
+    if missing:
+        logger.warning("%s: %d model parameter(s) not in the checkpoint keep their initial values "
+                       "(e.g. %s)", checkpoint, len(missing), ", ".join(missing[:3]))
+
+
+def _build_pcb(cfg, model, data):
+    try:
+        from defrcn.pcb import build_pcb
+    except ImportError as e:
+        raise InputError(f"test.pcb.enable: PCB is not available ({e}); run with --no-pcb") from None
+    return build_pcb(cfg, model, data)
+
+
+def evaluate_model(model, data, *, progress=True, rescore=None):
+    """(detections, metrics) of `model` on `data` (a recipe's test `Data`)."""
+    from defrcn.evaluation.inference import run_inference
+    from defrcn.evaluation.metrics import evaluate_detections
+
+    detections = run_inference(model, data.loader, data.records, data.meta, progress=progress,
+                               rescore=rescore)
+    return detections, evaluate_detections(detections, data.records, data.meta)
+
+
+def evaluate_recipe(recipe_path, *, checkpoint, overrides=(), output_dir=None, pcb=None,
+                    device="CPU", progress=True):
+    """Evaluate `checkpoint` on the test set of the recipe at `recipe_path`.
+
+    Args:
+        overrides: `key=value` strings applied to the recipe's cfg.
+        output_dir: where detections and metrics go (default: the checkpoint's folder).
+        pcb: True / False forces PCB on / off; None follows `test.pcb.enable`.
+        device: "CPU", "GPU" or "Ascend" (graph mode).
+    Returns:
+        the metrics dict (also written as metrics.json or metrics_pcb.json).
+    """
+    from defrcn.engine.recipe import load_recipe
+    from defrcn.engine.runtime import setup_runtime
+    from defrcn.evaluation.metrics import format_table, write_json_atomic
+
+    recipe = load_recipe(recipe_path, overrides)
+    cfg = recipe.cfg
+    if not os.path.isfile(checkpoint):
+        raise InputError("checkpoint file not found", path=checkpoint)
+    setup_runtime(device)
+    use_pcb = bool(cfg.test.pcb.enable) if pcb is None else bool(pcb)
+    model = recipe.model(cfg)
+    load_weights(model, checkpoint)
+    data = recipe.dataset(cfg, "test")
+    rescore = None
+    if use_pcb:
+        rescore = _build_pcb(cfg, model, data).rescore
+    detections, metrics = evaluate_model(model, data, progress=progress, rescore=rescore)
+    output_dir = output_dir or os.path.dirname(os.path.abspath(checkpoint))
+    os.makedirs(output_dir, exist_ok=True)
+    suffix = "_pcb" if use_pcb else ""
+    write_json_atomic(os.path.join(output_dir, f"detections{suffix}.json"), detections, indent=None)
+    metrics_path = write_json_atomic(os.path.join(output_dir, f"metrics{suffix}.json"), metrics)
+    click.echo(format_table(metrics, base_classes=data.meta.base_classes,
+                            novel_classes=data.meta.novel_classes))
+    click.echo(f"wrote {metrics_path} ({len(detections)} detections on {len(data.records)} images)")
+    return metrics
+
+
+def make_eval_fn(cfg, model, data, *, progress=False):
+    """`fn(iteration) -> metrics` for `callbacks/eval_hook.PeriodicEval`: evaluates `model`
+    on `data` (no PCB) and puts the model back in train mode afterwards."""
+
+    def eval_fn(iteration):
+        try:
+            _, metrics = evaluate_model(model, data, progress=progress)
+        finally:
+            model.set_train(True)
+        logger.info("evaluated at iteration %d on %d images", iteration, len(data.records))
+        return metrics
+
+    return eval_fn

@@ -1,0 +1,188 @@
+"""Single-image inference: load a recipe's detector with a checkpoint, run it on any image.
+
+    cfg, model, class_names = load_model_for_inference("recipes/toy_base.py", "model_final.ckpt")
+    boxes, scores, classes = predict_image(model, cfg, image_rgb_uint8)
+
+Preprocessing is the test loader's (`defrcn.data.transforms.prepare_example` with no
+flip): pick the canvas matching the image's orientation, resize the short edge to
+`input.min_size_test` (long edge capped at `input.max_size_test`, shrunk further to fit
+the canvas), normalise for `input.format`, pad bottom/right. Boxes come back in the
+original image's pixels (divided by the resize scale, clipped to the image).
+"""
+import logging
+
+import numpy as np
+from PIL import Image
+
+from defrcn.data.catalog import class_lists
+from defrcn.data.classes import coco_category_id
+from defrcn.data.custom import annotation_file, read_classes
+from defrcn.data.transforms import boxes_to_original, choose_canvas, prepare_example
+from defrcn.engine.recipe import load_recipe
+from defrcn.errors import InputError
+from defrcn.recipes.common.builders import resolve_classes
+
+__all__ = [
+    "load_model_for_inference",
+    "class_names_of",
+    "category_ids_of",
+    "preprocess_image",
+    "predict_image",
+    "read_image_rgb",
+    "read_image_header",
+]
+
+logger = logging.getLogger(__name__)
+
+# Model parameters a checkpoint may lack without changing the predictions: the sampler's
+# step counter only seeds training-time sampling.
+_OPTIONAL_PARAMS = ("sample_step",)
+
+
+def class_names_of(cfg):
+    """Class names in the model's contiguous-id order for cfg's setting (after
+    `resolve_classes`): base -> base, fsod -> novel, tfa -> both in the catalog's order."""
+    data = cfg.data
+    if data.setting == "base":
+        return list(data.base_classes)
+    if data.setting == "fsod":
+        return list(data.novel_classes)
+    _, _, both = class_lists(data.benchmark, root=data.root, base_classes=data.base_classes or None,
+                             novel_classes=data.novel_classes or None, voc_split=data.voc_split or None)
+    return list(both)
+
+
+def category_ids_of(cfg, class_names):
+    """The data set's own category id of each name (COCO ids, the custom json's ids), or
+    None per name when the data set has none (VOC) or its json cannot be read."""
+    benchmark = cfg.data.benchmark
+    if benchmark == "coco":
+        return [coco_category_id(name) for name in class_names]
+    if benchmark in ("custom", "toy"):
+        try:
+            names, ids = read_classes(annotation_file(cfg.data.root, "train"))
+        except InputError:
+            return [None] * len(class_names)
+        by_name = dict(zip(names, ids))
+        return [by_name.get(name) for name in class_names]
+    return [None] * len(class_names)
+
+
+def _load_weights(model, params, checkpoint):
+    from defrcn.checkpoint.io import load_into
+
+    missing, unexpected, shape_mismatch = load_into(model, params)
+    if shape_mismatch:
+        hint = " (does the recipe's class count match the checkpoint?)" \
+            if any(".box_predictor." in entry for entry in shape_mismatch) else ""
+        raise InputError(f"parameter {shape_mismatch[0]}{hint}", path=checkpoint)
+    missing = [name for name in missing if name not in _OPTIONAL_PARAMS]
+    if missing:
+        raise InputError(f"parameter {missing[0]} is not in the checkpoint "
+                         f"({len(missing)} missing; is it a checkpoint of this recipe?)", path=checkpoint)
+    if unexpected:
+        logger.warning("%s: %d parameters the model does not use (e.g. %s)", checkpoint,
+                       len(unexpected), unexpected[0])
+
+
+def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"):
+    """Build the recipe's detector, load `checkpoint` into it and switch to eval mode.
+
+    Args:
+        recipe_path: a recipe `.py` or a run's `config.json`.
+        checkpoint: a `.ckpt` (training state entries are ignored).
+        overrides: `key=value` strings applied to the recipe's cfg.
+        device: "CPU", "GPU" or "Ascend" (sets MindSpore's device target).
+    Returns:
+        (cfg, model, class_names): class_names[i] is the name of contiguous class id i.
+    Raises:
+        InputError (one line naming the file / key) for a bad recipe, override or device,
+        an unreadable checkpoint, or one whose parameters do not fit the model.
+    """
+    import mindspore as ms
+
+    from defrcn.checkpoint.io import load_checkpoint  # imports MindSpore: only when a model is built
+
+    devices = ("CPU", "GPU", "Ascend")
+    if device not in devices:
+        raise InputError(f"--device: expected one of {', '.join(devices)}, got {device!r}")
+    recipe = load_recipe(recipe_path, overrides)
+    cfg = recipe.cfg
+    resolve_classes(cfg)
+    class_names = class_names_of(cfg)
+    if len(class_names) != cfg.model.num_classes:
+        raise InputError(f"model.num_classes: {cfg.model.num_classes}, but the class list of setting "
+                         f"'{cfg.data.setting}' has {len(class_names)} names")
+    if ms.get_context("device_target") != device:
+        ms.set_device(device)
+    params = load_checkpoint(str(checkpoint))  # before the (slower) model build
+    model = recipe.model(cfg)
+    _load_weights(model, params, str(checkpoint))
+    model.set_train(False)
+    return cfg, model, class_names
+
+
+def read_image_rgb(path):
+    """Read an image file as uint8 (H, W, 3) RGB; InputError naming the file otherwise."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise InputError("image file not found", path=path) from None
+    except (OSError, ValueError, SyntaxError) as error:  # PIL: UnidentifiedImageError is an OSError
+        raise InputError(f"cannot read image ({type(error).__name__})", path=path) from None
+
+
+def preprocess_image(cfg, image_rgb_uint8):
+    """The test loader's preprocessing of one image.
+
+    Returns:
+        (image float32 (1, 3, Hc, Wc) on the chosen canvas, image_size float32 (1, 2) =
+        (h, w) of the resized content, scale: resized / original).
+    """
+    image = np.asarray(image_rgb_uint8)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+    height, width = image.shape[:2]
+    canvases = [tuple(int(v) for v in c) for c in cfg.input.canvases]
+    canvas = canvases[choose_canvas(height, width, canvases)]
+    example = prepare_example(image, np.zeros((0, 4), np.float32), np.zeros((0,), np.int32),
+                              canvas=canvas, short_size=cfg.input.min_size_test,
+                              max_size=cfg.input.max_size_test, flip=False,
+                              pixel_format=cfg.input.format, max_gt=1)
+    return example["image"][None], example["image_size"][None], float(example["scale"])
+
+
+def predict_image(model, cfg, image_rgb_uint8):
+    """Detect objects in one image of any size (aspect ratio kept).
+
+    Args:
+        model: the detector in eval mode (`load_model_for_inference`).
+        image_rgb_uint8: (H, W, 3) uint8 RGB.
+    Returns:
+        boxes float32 (N, 4) XYXY in original pixels, scores float32 (N,), class ids int32 (N,)
+        (contiguous ids into the class names); only valid detections, highest score first.
+    """
+    from mindspore import Tensor
+
+    height, width = np.asarray(image_rgb_uint8).shape[:2]
+    images, image_sizes, scale = preprocess_image(cfg, image_rgb_uint8)
+    boxes, scores, classes, valid = model(Tensor(images), Tensor(image_sizes))
+    keep = valid.asnumpy()[0].astype(bool)
+    boxes = boxes.asnumpy()[0][keep]
+    scores = scores.asnumpy()[0][keep].astype(np.float32)
+    classes = classes.asnumpy()[0][keep].astype(np.int32)
+    order = np.argsort(-scores, kind="stable")
+    boxes = boxes_to_original(boxes[order], scale, height, width)
+    return boxes.astype(np.float32), scores[order], classes[order]
+
+
+def read_image_header(path):
+    """(width, height) from the file's header, without decoding; InputError if not an image."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        raise InputError("image file not found", path=path) from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise InputError(f"cannot read image ({type(error).__name__})", path=path) from None

@@ -1,0 +1,102 @@
+"""Device, distributed and output-folder set-up shared by the train and eval drivers."""
+import logging
+import os
+from dataclasses import dataclass
+
+from defrcn.errors import InputError
+
+DEVICES = ("CPU", "GPU", "Ascend")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where this process runs: device, rank and world size."""
+
+    device: str
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+
+def launched_by_msrun():
+    """msrun (MindSpore's launcher) marks every worker with MS_ROLE."""
+    return os.environ.get("MS_ROLE") == "MS_WORKER" and int(os.environ.get("MS_WORKER_NUM", "1")) > 1
+
+
+def setup_runtime(device="CPU", *, pynative=False):
+    """Set the MindSpore context; under msrun also init the collectives (data parallel)."""
+    import mindspore as ms
+
+    if device not in DEVICES:
+        raise InputError(f"--device: expected one of {', '.join(DEVICES)}, got {device!r}")
+    ms.set_context(mode=ms.PYNATIVE_MODE if pynative else ms.GRAPH_MODE, device_target=device)
+    if not launched_by_msrun():
+        return Runtime(device)
+    from mindspore.communication import get_group_size, get_rank, init
+
+    init()
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True)
+    return Runtime(device, get_rank(), get_group_size())
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class OutputLock:
+    """A lock file (`OUTPUT/.lock` holding the owner's pid) so two runs never share a folder.
+
+    A lock left by a dead process is stale: it is taken over with a warning.
+    """
+
+    def __init__(self, output_dir):
+        self.path = os.path.join(output_dir, ".lock")
+        self.held = False
+
+    def acquire(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and owner != os.getpid() and _pid_alive(owner):
+                    raise InputError(f"another run (pid {owner}) is using this output directory; "
+                                     f"wait for it or pick another --output-dir",
+                                     path=os.path.dirname(self.path)) from None
+                logging.getLogger(__name__).warning("removing stale lock %s (pid %s is gone)",
+                                                    self.path, owner)
+                os.remove(self.path)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            self.held = True
+            return self
+        raise InputError("could not take the output lock", path=self.path)
+
+    def _owner(self):
+        try:
+            with open(self.path) as f:
+                return int(f.read().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def release(self):
+        if self.held and self._owner() == os.getpid():
+            os.remove(self.path)
+        self.held = False
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()

@@ -1,0 +1,184 @@
+"""The training driver behind `tools/train.py`, in pipeline order.
+
+recipe (+ --set) -> runtime (device, msrun rank) -> effective schedule for the devices
+in use -> output folder (lock, config.json) -> model (+ initial weights / surgery) ->
+optimizer -> TrainStep -> resume state -> data (sharded, from the resume position) ->
+callbacks -> `Model.train` (`defrcn.engine.loop.run_training`).
+"""
+import logging
+import os
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from defrcn.engine.recipe import load_recipe, save_config
+from defrcn.engine.runtime import OutputLock, setup_runtime
+from defrcn.engine.schedule import effective_schedule, lr_per_step
+from defrcn.errors import InputError
+
+logger = logging.getLogger("defrcn.train")
+
+
+def parse_seeds(text):
+    """'0-9' or '0,3,5' (or a mix) -> sorted list of ints."""
+    from defrcn.data.split_making import parse_int_list
+
+    return parse_int_list(text, "--seeds")
+
+
+def train_recipe(recipe_path, *, overrides=(), output_dir=None, device="CPU", resume=False,
+                 init=None, evaluate=True, pynative=False):
+    """Train one recipe; returns the output folder. See tools/train.py for the options."""
+    runtime = setup_runtime(device, pynative=pynative)
+    recipe = load_recipe(recipe_path, overrides)
+    cfg = recipe.cfg
+    if output_dir:
+        cfg.output_dir = str(output_dir)
+    from defrcn.recipes.common.builders import resolve_classes
+
+    resolve_classes(cfg)
+    plan = effective_schedule(cfg.solver, runtime.world_size, cfg.solver.ims_per_device,
+                              eval_period=cfg.test.eval_period)
+    out = Path(cfg.output_dir)
+    _check_fresh_or_resume(out, resume)
+    lock = OutputLock(str(out)) if runtime.is_main else None
+    if lock:
+        lock.acquire()
+    try:
+        _setup_logging(out, runtime.is_main)
+        logger.info("schedule: %s", plan["summary"])
+        return _train(recipe, cfg, plan, runtime, out, resume=resume, init=init, evaluate=evaluate)
+    finally:
+        if lock:
+            lock.release()
+
+
+def train_seeds(recipe_path, seeds, *, overrides=(), output_dir=None, **kwargs):
+    """One run per split seed into OUTPUT/seed<S>; finished seeds skipped, half-done resumed."""
+    base = Path(output_dir or load_recipe(recipe_path, overrides).cfg.output_dir)
+    runs = []
+    for seed in seeds:
+        run_dir = base / f"seed{seed}"
+        runs.append(run_dir)
+        if (run_dir / "model_final.ckpt").exists():
+            print(f"seed {seed}: finished earlier ({run_dir}), skipped", flush=True)
+            continue
+        resume = (run_dir / "last_checkpoint").exists()
+        print(f"seed {seed}: {'resuming' if resume else 'training'} into {run_dir}", flush=True)
+        train_recipe(recipe_path, overrides=[*overrides, f"data.split_seed={seed}"],
+                     output_dir=run_dir, resume=resume, **kwargs)
+    return runs
+
+
+def _check_fresh_or_resume(out, resume):
+    if not resume and (out / "last_checkpoint").exists():
+        raise InputError("holds checkpoints of an earlier run; pass --resume to continue it "
+                         "or choose another --output-dir", path=str(out))
+
+
+def _setup_logging(out, is_main):
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s",
+                        datefmt="%H:%M:%S")
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+
+
+def _seed_everything(seed):
+    import mindspore as ms
+
+    ms.set_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _train(recipe, cfg, plan, runtime, out, *, resume, init, evaluate):
+    from defrcn.checkpoint.io import find_resume_checkpoint
+    from defrcn.checkpoint.training_state import restore_training_state
+    from defrcn.data.pipeline import input_errors_as_one_line
+    from defrcn.engine.loop import run_training
+    from defrcn.engine.train_step import TrainStep
+
+    _seed_everything(cfg.seed)  # the same on every rank: identical initialisation
+    model = recipe.model(cfg, rank=runtime.rank)
+    load_initial_weights(model, cfg, init)
+    optimizer = recipe.optimizer(cfg, model, plan)
+    train_step = TrainStep(model, optimizer, grad_accumulation=plan["accumulate_steps"])
+    start_iter = 0
+    if resume:
+        path = find_resume_checkpoint(str(out))
+        if path:
+            start_iter = restore_training_state(train_step, optimizer, path)
+            logger.info("resumed from %s at iteration %d", path, start_iter)
+    max_iter = plan["max_iter"]
+    if start_iter >= max_iter:
+        print(f"{out}: already trained to iteration {max_iter}; nothing to do", flush=True)
+        return out
+    if runtime.is_main:
+        resolved = cfg.copy()
+        resolved["schedule"] = {k: v for k, v in plan.items()}
+        save_config(resolved, str(out), cfg.recipe)
+    micro_steps = plan["accumulate_steps"]
+    data = recipe.dataset(cfg, "train", num_shards=runtime.world_size, shard_id=runtime.rank,
+                          start_iter=start_iter * micro_steps,
+                          num_batches=(max_iter - start_iter) * micro_steps)
+    rates = lr_per_step(plan["base_lr"], max_iter, plan["steps"], cfg.solver.gamma,
+                        plan["warmup_iters"], cfg.solver.warmup_factor)
+    ctx = SimpleNamespace(
+        output_dir=str(out), is_main=runtime.is_main, optimizer=optimizer, start_iter=start_iter,
+        loss_names=list(model.loss_names), schedule=plan,
+        lr_fn=lambda it: float(rates[min(max(it - 1, 0), len(rates) - 1)]),
+        eval_fn=_eval_fn(cfg, model, recipe) if evaluate and runtime.is_main else None,
+    )
+    callbacks = recipe.callbacks(cfg, ctx)
+    model.set_train(True)
+    with input_errors_as_one_line():
+        run_training(train_step, data.loader, callbacks, start_iter, max_iter)
+    return out
+
+
+def _eval_fn(cfg, model, recipe):
+    """The periodic/final evaluation, when the evaluation package is available."""
+    try:
+        from defrcn.engine.evaluate import make_eval_fn
+    except ImportError:
+        return None
+    test_data = recipe.dataset(cfg, "test")
+    return make_eval_fn(cfg, model, test_data)
+
+
+def load_initial_weights(model, cfg, init=None):
+    """--init CKPT, else a fine-tune recipe's base weights (through surgery), else ImageNet."""
+    from defrcn.checkpoint.io import load_checkpoint, load_into
+
+    if init:
+        _report_load(init, *load_into(model, load_checkpoint(init)))
+        return
+    base = cfg.model.get("base_weights", "")
+    if base and cfg.model.get("surgery", "none") != "none":
+        from defrcn.checkpoint.surgery import apply_surgery_to_model, surgery_classes
+
+        base_names, target_names = surgery_classes(cfg)
+        apply_surgery_to_model(model, base, method=cfg.model.surgery, base_class_names=base_names,
+                               target_class_names=target_names, seed=cfg.seed)
+        logger.info("initialised from %s with surgery '%s'", base, cfg.model.surgery)
+        return
+    if base:
+        _report_load(base, *load_into(model, load_checkpoint(base)))
+        return
+    weights = cfg.model.get("weights", "")
+    if weights:
+        if not os.path.exists(weights):
+            raise InputError("ImageNet weights not found; make them with tools/convert.py "
+                             "or set model.weights=''", path=weights)
+        _report_load(weights, *load_into(model, load_checkpoint(weights)))
+
+
+def _report_load(path, missing, unexpected, mismatched):
+    if mismatched:
+        name = mismatched[0] if isinstance(mismatched[0], str) else mismatched[0][0]
+        raise InputError(f"{len(mismatched)} parameter(s) have other shapes than the model "
+                         f"(e.g. {name}): a checkpoint of another model or class count", path=path)
+    logger.info("loaded %s (%d parameters not in the checkpoint, %d checkpoint entries unused)",
+                path, len(missing), len(unexpected))

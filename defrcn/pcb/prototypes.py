@@ -1,0 +1,135 @@
+"""PCB prototypes: the mean embedding of each class's support boxes, cached on disk.
+
+The support set is exactly the fine-tuning training set of the recipe (fact sheet
+section 2): `load_dataset(benchmark, "train_fewshot", ...)` with the cfg's data keys, the
+same call the recipe's `dataset(cfg, "train")` makes, so K, the split seed and the
+split files are the training run's. Every ground-truth box counts once per record
+(a VOC image listed for two classes is seen twice, as in the original's loader), in
+original-image pixels.
+
+Cache: `<cache_dir>/<support set name>_<feature model>_<digest>.npz`, where the digest
+hashes the support set's content (files, sizes, boxes, class names) and the feature
+model's fingerprint (weights file, or the detector's parameters for "self"); a changed
+split or model gives a new file, a repeated evaluation reuses the old one.
+"""
+import hashlib
+import json
+import logging
+import os
+from typing import List, NamedTuple
+
+import numpy as np
+
+__all__ = ["Prototypes", "load_support_set", "support_digest", "compute_prototypes", "cache_path",
+           "load_or_compute_prototypes"]
+
+logger = logging.getLogger(__name__)
+
+
+class Prototypes(NamedTuple):
+    """class_names (P,) with a prototype; vectors float32 (P, E); counts int64 (P,) support boxes."""
+
+    class_names: List[str]
+    vectors: np.ndarray
+    counts: np.ndarray
+
+
+def load_support_set(cfg):
+    """(records, meta) of the recipe's fine-tuning training set (data.setting fsod or tfa)."""
+    from defrcn.data.catalog import load_dataset
+    from defrcn.errors import InputError
+    from defrcn.recipes.common.builders import resolve_classes
+
+    resolve_classes(cfg)
+    d = cfg.data
+    if d.setting not in ("fsod", "tfa"):
+        raise InputError(f"test.pcb.enable: PCB needs a fine-tuning recipe (data.setting fsod or tfa), "
+                         f"got '{d.setting}'")
+    # the same call as recipes/common/builders.py dataset(cfg, "train") for a few-shot setting
+    return load_dataset(
+        d.benchmark, "train_fewshot", root=d.root, base_classes=d.base_classes or None,
+        novel_classes=d.novel_classes or None, setting=d.setting, shots=d.shots or None,
+        split_seed=d.split_seed, voc_split=d.voc_split or None, split_root=d.fewshot_dir or None)
+
+
+def _support_boxes(record):
+    anns = record.get("annotations", [])
+    boxes = np.array([a["bbox"] for a in anns], np.float32).reshape(-1, 4)
+    classes = np.array([a["category_id"] for a in anns], np.int64)
+    return boxes, classes
+
+
+def support_digest(records, meta, fingerprint=""):
+    """Hex sha256 of the support set's content and a feature-model fingerprint."""
+    content = [[r["file_name"], r["height"], r["width"],
+                [[[round(float(v), 4) for v in a["bbox"]], meta.class_names[a["category_id"]]]
+                 for a in r.get("annotations", [])]] for r in records]
+    digest = hashlib.sha256(json.dumps(content).encode())
+    digest.update(str(fingerprint).encode())
+    return digest.hexdigest()
+
+
+def compute_prototypes(feature_model, records, meta, load_image=None):
+    """Mean `feature_model.embed` of every support box per class (classes without boxes left out).
+
+    load_image(record) -> uint8 (H, W, 3) RGB original image (default: the data layer's reader).
+    """
+    if load_image is None:
+        from defrcn.data.pipeline import load_image
+    sums, counts = {}, {}
+    with_boxes = [r for r in records if r.get("annotations")]
+    for index, record in enumerate(with_boxes):
+        boxes, classes = _support_boxes(record)
+        embeddings = np.asarray(feature_model.embed(load_image(record), boxes), np.float64)
+        for cls, vector in zip(classes.tolist(), embeddings):
+            sums[cls] = sums.get(cls, 0.0) + vector
+            counts[cls] = counts.get(cls, 0) + 1
+        if (index + 1) % 100 == 0:
+            logger.info("PCB support: %d / %d images", index + 1, len(with_boxes))
+    ids = sorted(sums)
+    vectors = np.stack([sums[i] / counts[i] for i in ids]).astype(np.float32) if ids else \
+        np.zeros((0, feature_model.dim), np.float32)
+    return Prototypes([meta.class_names[i] for i in ids], vectors, np.array([counts[i] for i in ids], np.int64))
+
+
+def cache_path(cache_dir, meta, feature_model, digest):
+    """`<cache_dir>/<support set name>_<feature model tag>_<digest[:16]>.npz`."""
+    return os.path.join(str(cache_dir), f"{meta.name}_{feature_model.tag}_{digest[:16]}.npz")
+
+
+def _read_cache(path, digest):
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if str(f["digest"]) != digest:
+                return None
+            return Prototypes([str(n) for n in f["class_names"]], f["vectors"].astype(np.float32),
+                              f["counts"].astype(np.int64))
+    except (OSError, KeyError, ValueError) as e:
+        logger.warning("PCB: ignoring unreadable prototype cache %s (%s)", path, e)
+        return None
+
+
+def _write_cache(path, digest, protos):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}.npz"
+    np.savez(tmp, digest=np.array(digest), class_names=np.array(protos.class_names, dtype=str),
+             vectors=protos.vectors, counts=protos.counts)
+    os.replace(tmp, path)
+
+
+def load_or_compute_prototypes(feature_model, records, meta, cache_dir=None, load_image=None):
+    """Prototypes of the support set, read from / written to `cache_dir` (None: no cache)."""
+    if cache_dir is None:
+        return compute_prototypes(feature_model, records, meta, load_image)
+    digest = support_digest(records, meta, feature_model.fingerprint)
+    path = cache_path(cache_dir, meta, feature_model, digest)
+    if os.path.isfile(path):
+        cached = _read_cache(path, digest)
+        if cached is not None:
+            logger.info("PCB: prototypes from %s", path)
+            return cached
+    protos = compute_prototypes(feature_model, records, meta, load_image)
+    _write_cache(path, digest, protos)
+    logger.info("PCB: %d prototypes from %d support boxes written to %s", len(protos.class_names),
+                int(protos.counts.sum()), path)
+    return protos

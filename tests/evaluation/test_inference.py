@@ -1,0 +1,179 @@
+"""run_inference maps boxes and ids back to the data set; tools/eval.py end to end."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from defrcn.data.records import DatasetMeta
+from defrcn.data.synthetic import BASE_CLASS_NAMES, NOVEL_CLASS_NAMES
+from defrcn.engine.evaluate import load_weights, make_eval_fn
+from defrcn.errors import InputError
+from defrcn.evaluation.inference import run_inference
+from defrcn.recipes.common.builders import Data
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+META = DatasetMeta("stub", ["cat", "dog", "owl"], [5, 9, 12], base_classes=["cat", "dog"],
+                   novel_classes=["owl"])
+RECORDS = [
+    {"file_name": "a.jpg", "image_id": 101, "height": 100, "width": 200,
+     "annotations": [{"bbox": [10, 20, 50, 60], "category_id": 0, "difficult": False}]},
+    {"file_name": "b.jpg", "image_id": 205, "height": 50, "width": 50,
+     "annotations": [{"bbox": [5, 5, 25, 45], "category_id": 2, "difficult": False}]},
+]
+
+
+class StubModel:
+    """Fixed canvas-pixel detections for a batch of 3 rows (row 2 is padding)."""
+
+    def __init__(self):
+        self.training = True
+
+    def set_train(self, mode=True):
+        self.training = mode
+
+    def __call__(self, images, image_sizes):
+        assert not self.training
+        boxes = np.zeros((3, 2, 4), np.float32)
+        boxes[0] = [[20, 40, 100, 120], [0, 0, 1000, 30]]  # image a at scale 2; 2nd box clipped
+        boxes[1] = [[20, 20, 100, 180], [4, 4, 8, 8]]  # image b at scale 4
+        scores = np.array([[0.9, 0.3], [0.8, 0.1], [0.7, 0.7]], np.float32)
+        classes = np.array([[0, 1], [2, 0], [1, 1]], np.int32)
+        valid = np.array([[1, 1], [1, 0], [1, 1]], np.float32)  # image b's 2nd is padding
+        return boxes, scores, classes, valid
+
+
+class StubLoader:
+    """One batch: image a (scale 2), image b (scale 4), a padding row."""
+
+    def get_dataset_size(self):
+        return 1
+
+    def create_dict_iterator(self, num_epochs=1, output_numpy=True):
+        yield {"images": np.zeros((3, 3, 8, 8), np.float32),
+               "image_sizes": np.full((3, 2), 8, np.float32),
+               "image_ids": np.array([0, 1, -1], np.int32),
+               "scales": np.array([2.0, 4.0, 1.0], np.float32)}
+
+
+def test_boxes_and_ids_mapped_back_to_the_data_set():
+    model = StubModel()
+    dets = run_inference(model, StubLoader(), RECORDS, META, progress=False)
+    assert not model.training
+    assert dets == [
+        {"image_id": 101, "category_id": 5, "bbox": [10.0, 20.0, 40.0, 40.0], "score": pytest.approx(0.9)},
+        {"image_id": 101, "category_id": 9, "bbox": [0.0, 0.0, 200.0, 15.0], "score": pytest.approx(0.3)},
+        {"image_id": 205, "category_id": 12, "bbox": [5.0, 5.0, 20.0, 40.0], "score": pytest.approx(0.8)},
+    ]
+
+
+def test_rescore_hook_sees_original_boxes_and_contiguous_classes():
+    seen = []
+
+    def rescore(record, boxes, scores, classes):
+        seen.append((record["image_id"], boxes.copy(), scores.copy(), classes.copy()))
+        return scores * 0.5
+
+    dets = run_inference(StubModel(), StubLoader(), RECORDS, META, progress=False, rescore=rescore)
+    assert [s[0] for s in seen] == [101, 205]
+    np.testing.assert_allclose(seen[1][1], [[5, 5, 25, 45]])
+    assert seen[0][3].tolist() == [0, 1]
+    assert [d["score"] for d in dets] == pytest.approx([0.45, 0.15, 0.4])
+
+
+def test_eval_fn_returns_metrics_and_restores_train_mode():
+    model = StubModel()
+    eval_fn = make_eval_fn(None, model, Data(StubLoader(), RECORDS, META))
+    metrics = eval_fn(10)
+    assert model.training
+    # image a's cat and image b's owl are exact hits; the dog is a false positive (no dog gt)
+    assert metrics["per_class"]["cat"] == pytest.approx(100.0)
+    assert metrics["nAP"] == pytest.approx(100.0)
+    assert {"AP", "AP50", "bAP", "nAP75", "per_class"} <= set(metrics)
+
+
+# --- the real detector, through tools/eval.py -------------------------------------------
+
+TINY = ["model.rpn.pre_nms_topk_test=64", "model.rpn.post_nms_topk_test=16",
+        "input.canvases=[[128,128]]", "input.min_size_test=128", "input.max_size_test=128",
+        "test.ims_per_device=2"]
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory):
+    from defrcn.data.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("toy")
+    write_synthetic_dataset(str(root), train_images=6, test_images=3, size=128)
+    return str(root)
+
+
+def _random_checkpoint(recipe, root, path):
+    from defrcn.checkpoint.io import save_checkpoint
+    from defrcn.engine.recipe import load_recipe
+
+    loaded = load_recipe(os.path.join(REPO, recipe), [f"data.root={root}"] + TINY)
+    save_checkpoint(loaded.model(loaded.cfg), str(path))
+    return str(path)
+
+
+def _eval(recipe, root, checkpoint, *extra):
+    args = [sys.executable, "tools/eval.py", recipe, "--checkpoint", checkpoint, "--no-pcb",
+            "--set", f"data.root={root}"]
+    for item in TINY:
+        args += ["--set", item]
+    env = dict(os.environ, GLOG_v="3")
+    return subprocess.run(args + list(extra), cwd=REPO, capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+def test_eval_cli_on_a_random_detector_writes_metrics(toy_root, tmp_path):
+    checkpoint = _random_checkpoint("recipes/toy_1shot.py", toy_root, tmp_path / "model_final.ckpt")
+    out = tmp_path / "eval"
+    result = _eval("recipes/toy_1shot.py", toy_root, checkpoint, "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "bAP", "bAP50", "nAP", "nAP50",
+            "per_class"} <= set(metrics)
+    assert list(metrics["per_class"]) == BASE_CLASS_NAMES + NOVEL_CLASS_NAMES  # toy tfa: all
+    detections = json.loads((out / "detections.json").read_text())
+    assert detections and {"image_id", "category_id", "bbox", "score"} == set(detections[0])
+    assert "novel" in result.stdout and "Traceback" not in result.stderr  # the table
+
+
+def test_eval_cli_rejects_a_checkpoint_of_another_class_count(toy_root, tmp_path):
+    checkpoint = _random_checkpoint("recipes/toy_base.py", toy_root, tmp_path / "base.ckpt")
+    result = _eval("recipes/toy_1shot.py", toy_root, checkpoint)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "base.ckpt" in lines[0] and "cls_score.weight" in lines[0]
+    all_classes = len(BASE_CLASS_NAMES) + len(NOVEL_CLASS_NAMES)
+    assert f"trained for {len(BASE_CLASS_NAMES)} classes, this recipe has {all_classes}" in lines[0]
+
+
+def test_checkpoint_of_another_model_is_rejected(tmp_path):
+    import mindspore.nn as nn
+
+    from defrcn.checkpoint.io import save_checkpoint
+
+    other = save_checkpoint(nn.Dense(3, 2), str(tmp_path / "other.ckpt"))
+    model = nn.SequentialCell([nn.Dense(4, 4), nn.Dense(4, 2)])
+    with pytest.raises(InputError, match=r"other\.ckpt: lacks 4 of the model's 4 parameters"):
+        load_weights(model, other)
+
+
+def test_pcb_hook_is_built_lazily_and_missing_pcb_is_one_clear_error(monkeypatch):
+    import types
+
+    from defrcn.engine.evaluate import _build_pcb
+
+    monkeypatch.setitem(sys.modules, "defrcn.pcb", types.ModuleType("defrcn.pcb"))
+    with pytest.raises(InputError, match="test.pcb.enable: PCB is not available .*--no-pcb"):
+        _build_pcb(None, None, None)
+    fake = types.ModuleType("defrcn.pcb")
+    fake.build_pcb = lambda cfg, model, data: ("built", cfg, model, data)
+    monkeypatch.setitem(sys.modules, "defrcn.pcb", fake)
+    assert _build_pcb("cfg", "model", "data") == ("built", "cfg", "model", "data")

@@ -1,0 +1,64 @@
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from defrcn.checkpoint import io
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_convert(*args):
+    return subprocess.run([sys.executable, "tools/convert.py", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=180)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_torchvision_resnet18_through_the_cli(tmp_path):
+    torch = pytest.importorskip("torch")
+    import mindcv
+
+    state = {}
+    for name, param in mindcv.create_model("resnet18").parameters_dict().items():
+        for ours, theirs in (("classifier.", "fc."), (".down_sample.", ".downsample."), (".gamma", ".weight"),
+                             (".beta", ".bias"), (".moving_mean", ".running_mean"),
+                             (".moving_variance", ".running_var")):
+            name = name.replace(ours, theirs)
+        state[name] = torch.full(tuple(param.shape), 0.5)
+    state["bn1.num_batches_tracked"] = torch.tensor(3)
+    torch.save(state, tmp_path / "resnet18.pth")
+    result = run_convert("torchvision", tmp_path / "resnet18.pth", tmp_path / "resnet18.ckpt")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+    assert "ResNet-18: 102 entries" in result.stdout and "num_batches_tracked" in result.stdout
+    converted = io.load_checkpoint(str(tmp_path / "resnet18.ckpt"))
+    assert converted["layer2.0.down_sample.1.moving_variance"].shape == (128,)
+    assert converted["classifier.weight"].shape == (1000, 512)
+
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "other.pth")
+    result = run_convert("torchvision", tmp_path / "other.pth", tmp_path / "other.ckpt")
+    assert_one_line_error(result, "other.pth", "not a torchvision ResNet state dict")
+    assert not (tmp_path / "other.ckpt").exists()
+
+
+def test_bad_inputs_give_one_line(tmp_path):
+    (tmp_path / "junk.pkl").write_bytes(b"\x00 not a pickle")
+    assert_one_line_error(run_convert("detectron2", tmp_path / "junk.pkl", tmp_path / "o.ckpt"),
+                          "junk.pkl", "not a readable pickle")
+    with open(tmp_path / "heads.pkl", "wb") as handle:
+        pickle.dump({"model": {"roi_heads.box_predictor.cls_score.weight": np.zeros((3, 4))}}, handle)
+    assert_one_line_error(run_convert("detectron2", tmp_path / "heads.pkl", tmp_path / "o.ckpt"),
+                          "heads.pkl", "no stem conv")
+    assert_one_line_error(run_convert("detectron2", tmp_path / "none.pkl", tmp_path / "o.ckpt"),
+                          "none.pkl", "file not found")
+    assert_one_line_error(run_convert("caffe", tmp_path / "junk.pkl", tmp_path / "o.ckpt"), "caffe")
