@@ -3,7 +3,9 @@
 Every `period` iterations: `OUTPUT/checkpoints/model_{iter:07d}.ckpt` (atomic, with hash),
 then the pointer moves, then old periodic files beyond `keep` are pruned. At `max_iter`:
 `OUTPUT/model_final.ckpt` (never pruned). A file holds the full training state
-(`defrcn.checkpoint.training_state`), so any of them resumes exactly.
+(`defrcn.checkpoint.training_state`), so any of them resumes exactly. A failed write (disk
+full, unwritable folder) raises `io.CheckpointWriteError` (one line naming the file) and
+leaves the previous checkpoint and the pointer as they were.
 """
 import logging
 import os
@@ -15,6 +17,7 @@ from mindspore.train import Callback
 from defrcn.callbacks.period import current_iteration, every_n, loss_parts, non_finite
 from defrcn.checkpoint import io
 from defrcn.checkpoint.training_state import save_training_state
+from defrcn.engine.runtime import fault_point
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,13 @@ class Checkpointer(Callback):
         self.extra_state_fn = extra_state_fn
         self.saved = []  # paths written by this run, in order
 
+    def on_train_begin(self, run_context):
+        if not self.is_main:
+            return
+        for folder in (self.output_dir, os.path.join(self.output_dir, io.CHECKPOINT_SUBDIR)):
+            for path in io.remove_stale_temp_files(folder):
+                logger.info("removed %s, left by an interrupted checkpoint write", path)
+
     def on_train_step_end(self, run_context):
         if not self.is_main:
             return
@@ -70,6 +80,7 @@ class Checkpointer(Callback):
             path = os.path.join(self.output_dir, io.CHECKPOINT_SUBDIR, io.periodic_name(iteration))
         extra = self.extra_state_fn() if self.extra_state_fn else None
         save_training_state(path, cb_params.train_network, self.optimizer, iteration, extra=extra)
+        fault_point("checkpoint_write:before_pointer")  # test hook (defrcn.engine.runtime)
         io.write_last_checkpoint(self.output_dir, os.path.relpath(path, self.output_dir))
         self.saved.append(path)
         logger.info("saved checkpoint %s", path)

@@ -1,13 +1,17 @@
 """Periodic evaluation during training: `eval_fn(iteration) -> {name: value}` every
 `period` iterations and once at `max_iter`; metrics go to the log and, if given, to a
-TensorBoardWriter (`eval/<name>`). The evaluator itself is passed in by the recipe."""
+TensorBoardWriter (`eval/<name>`), with the pictures an eval_fn may attach to its
+metrics (`.images`, see callbacks/eval_images.py) as `eval/boxes/<index>`. The evaluator
+itself is passed in by the recipe."""
 import logging
 
 from mindspore.train import Callback
 
 from defrcn.callbacks.period import current_iteration, every_n
+from defrcn.engine.runtime import fault_point
 
 logger = logging.getLogger(__name__)
+IMAGES_TAG = "eval/boxes"  # TensorBoard tag of the pictures: eval/boxes/0, eval/boxes/1, ...
 
 
 class PeriodicEval(Callback):
@@ -30,11 +34,16 @@ class PeriodicEval(Callback):
             self.evaluate(iteration)
 
     def evaluate(self, iteration):
-        metrics = dict(self.eval_fn(iteration))
+        fault_point("eval:start")  # test hook (defrcn.engine.runtime)
+        result = self.eval_fn(iteration)
+        images = getattr(result, "images", None)
+        metrics = dict(result)
         self.history.append((iteration, metrics))
         shown = "  ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}"
                           for k, v in metrics.items() if not isinstance(v, dict))
         logger.info("eval at iteration %d: %s", iteration, shown)
         if self.writer is not None:
             self.writer.add_metrics(metrics, iteration)
+            if images and hasattr(self.writer, "add_images"):
+                self.writer.add_images(IMAGES_TAG, images, iteration)
         return metrics

@@ -33,9 +33,10 @@ class TensorBoardWriter(Callback):
         self.writer.add_scalar("lr", float(self.lr_fn(iteration)), iteration)
 
     def add_metrics(self, metrics, step, prefix="eval"):
-        """Scalars `prefix/<name>` for every numeric value of a flat metrics dict."""
+        """Scalars `prefix/<name>` for every finite number of a flat metrics dict (an AP
+        with no ground truth of its kind is NaN/None and is left out)."""
         for name, value in metrics.items():
-            if isinstance(value, (int, float, np.integer, np.floating)):
+            if isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value):
                 self.writer.add_scalar(f"{prefix}/{name}", float(value), step)
         self.writer.flush()
 

@@ -3,5 +3,5 @@ Runs after toy_base and `tools/surgery.py --method randinit` (model.base_weights
 from defrcn.recipes.common.fewshot import callbacks, dataset, fewshot_cfg, model, optimizer
 
 cfg = fewshot_cfg("toy", "tfa", shots=10)
-TOY_FINETUNE_ITERS = 160  # sized for a CPU demo (to tune); LR drop at 0.8 x, as DeFRCN
+TOY_FINETUNE_ITERS = 160  # sized for `make demo` (see toy_base.py); LR drop at 0.8 x, as DeFRCN
 cfg.solver.max_iter, cfg.solver.steps = TOY_FINETUNE_ITERS, [TOY_FINETUNE_ITERS * 4 // 5]

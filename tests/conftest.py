@@ -5,7 +5,12 @@ interpreter exit (DESIGN.md section 10); after pytest has reported, leave the pr
 directly with pytest's own exit status so that noise never reaches the log.
 """
 import os
+import signal
+import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("GLOG_v", "3")  # MindSpore's C++ warnings (graph compile notes)
 
@@ -21,3 +26,127 @@ def pytest_unconfigure(config):
 
 def pytest_sessionfinish(session, exitstatus):
     session.config._defrcn_exitstatus = exitstatus
+
+
+# --- shared toy data and real-CLI runs (tests/tools/test_train_cli.py, test_fewshot_pipeline.py,
+# --- test_doctor_cli.py): made once per session, kept small --------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+TOY_SHOTS, TOY_SPLIT_SEEDS = (1, 2, 3, 5, 10), (0, 1, 2)
+# 200 train images: enough novel-only images for 10 instances of each novel class.
+TOY_TRAIN_IMAGES, TOY_TEST_IMAGES, TOY_SIZE = 200, 12, 128
+# Seconds-long toy training (keys: recipes/common/base.py): a 128 px canvas, 2 images per step
+# (the reference batch, so the schedule stays as written on one device), few proposals and RoIs.
+TOY_FAST = (
+    "input.canvases=[[128,128]]", "input.min_size_train=[128]", "input.max_size_train=128",
+    "input.min_size_test=128", "input.max_size_test=128",
+    "solver.ims_per_batch=2", "solver.ims_per_device=2", "solver.reference_batch=2",
+    "model.rpn.pre_nms_topk_train=300", "model.rpn.post_nms_topk_train=64",
+    "model.rpn.pre_nms_topk_test=200", "model.rpn.post_nms_topk_test=32",
+    "model.rpn.batch_size_per_image=64", "model.roi.batch_size_per_image=16",
+    "log.period=1", "data.num_workers=1", "test.ims_per_device=4",
+)
+# The base run every CLI test starts from: 12 steps (loss visibly falls), a checkpoint at 6.
+TOY_BASE = ("solver.max_iter=12", "solver.steps=[10]", "solver.warmup_iters=2",
+            "solver.checkpoint_period=6")
+
+
+class ToyTools:
+    """Runs `python tools/<tool>.py` from the repo root as a user would (GLOG_v=3), with
+    `data.root` set to the session's toy data and the TOY_FAST overrides on request."""
+
+    def __init__(self, root, cache_root):
+        self.root = Path(root)
+        self.cache_root = Path(cache_root)
+
+    def sets(self, *items, fast=True, root=None):
+        """['--set', 'data.root=...', '--set', item, ...] for TOY_FAST (if fast) and items."""
+        args = []
+        for item in (f"data.root={root or self.root}", *(TOY_FAST if fast else ()), *items):
+            args += ["--set", str(item)]
+        return args
+
+    def base_train_args(self, out, *options):
+        """Arguments of tools/train.py for the session's toy base run (TOY_FAST + TOY_BASE,
+        no eval) into `out`; the same arguments give the same run."""
+        return ["recipes/toy_base.py", "--output-dir", str(out), "--no-eval", *self.sets(*TOY_BASE),
+                *map(str, options)]
+
+    def env(self, cache=None, **extra):
+        """The tools' environment; `cache` names a MindSpore compile cache shared by runs of
+        one identical graph (never share one between different graphs)."""
+        env = dict(os.environ, GLOG_v="3")
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # msrun, python
+        if cache:
+            env.update(MS_COMPILER_CACHE_ENABLE="1", MS_COMPILER_CACHE_PATH=str(self.cache_root / cache))
+        env.update(extra)
+        return env
+
+    def command(self, tool, *args):
+        return [sys.executable, f"tools/{tool}.py", *map(str, args)]
+
+    def run(self, tool, *args, cache=None, timeout=900):
+        return subprocess.run(self.command(tool, *args), cwd=REPO, capture_output=True, text=True,
+                              timeout=timeout, env=self.env(cache))
+
+    def start(self, tool, *args, log, cache=None):
+        """Popen in its own process group, stdout+stderr to the file `log`."""
+        handle = open(log, "w")
+        return subprocess.Popen(self.command(tool, *args), cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
+                                env=self.env(cache), start_new_session=True)
+
+    @staticmethod
+    def kill(process):
+        """kill -9 a process from `start` and its group."""
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=60)
+
+
+def assert_one_line_error(result, *fragments, code=2):
+    """A tool's bad-input exit: `code`, exactly one stderr line, no traceback, holding `fragments`."""
+    assert result.returncode == code, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def one_line_error():
+    """`assert_one_line_error(result, *fragments, code=2)` for CLI tests."""
+    return assert_one_line_error
+
+
+@pytest.fixture(scope="session")
+def toy_root(tmp_path_factory):
+    """The synthetic data set (200 train, 12 test images at 128 px) with K-shot split files
+    for K in 1,2,3,5,10 and split seeds 0-2 in ROOT/fewshot (the custom layout)."""
+    from defrcn.data.custom import image_dirs
+    from defrcn.data.split_making import write_coco_splits
+    from defrcn.data.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("toy_data")
+    train_json, _ = write_synthetic_dataset(str(root), train_images=TOY_TRAIN_IMAGES,
+                                            test_images=TOY_TEST_IMAGES, size=TOY_SIZE)
+    write_coco_splits(train_json, list(TOY_SHOTS), list(TOY_SPLIT_SEEDS), str(root / "fewshot"),
+                      strict=True, image_dirs=image_dirs(str(root), "train"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def toy_tools(toy_root, tmp_path_factory):
+    return ToyTools(toy_root, tmp_path_factory.mktemp("compile_cache"))
+
+
+@pytest.fixture(scope="session")
+def toy_base_run(toy_tools, tmp_path_factory):
+    """A finished toy base training through tools/train.py (TOY_FAST + TOY_BASE, no eval):
+    the run folder. Its graph's compile cache is "toy_base" (for reruns of the same graph)."""
+    out = tmp_path_factory.mktemp("toy_base") / "run"
+    result = toy_tools.run("train", *toy_tools.base_train_args(out), cache="toy_base")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "model_final.ckpt").is_file(), result.stdout[-3000:]
+    return out

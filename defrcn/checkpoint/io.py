@@ -14,7 +14,12 @@ training state (optimizer, accumulators, iteration, RNG) and are ignored by `loa
 Every file is written to a temporary name in the same folder, fsync'ed and moved into place
 with `os.replace`, so a crash never leaves a half-written file under the final name; the
 sidecar `<file>.sha256` lets `find_resume_checkpoint` detect a truncated or corrupt file.
+A write that fails (disk full, unwritable folder) removes its temporary files and raises
+`CheckpointWriteError`: one line naming the file and the reason (the tools exit 1 on it:
+the input was fine, the machine was not).
 """
+import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -25,6 +30,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor
 
+from defrcn.engine.runtime import fault_point, pid_alive
 from defrcn.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -73,15 +79,70 @@ def _temp_path(path, suffix):
     return os.path.join(folder, f".{name}.tmp-{os.getpid()}{suffix}")
 
 
+_TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)\.(ckpt|sha256|txt|tmp)$")  # see _temp_path
+
+
+def remove_stale_temp_files(folder):
+    """Delete the temp files (`.<name>.tmp-<pid>.*`) that a killed writer left in `folder`;
+    files of a live pid are kept. Returns the deleted paths."""
+    if not os.path.isdir(folder):
+        return []
+    deleted = []
+    for name in sorted(os.listdir(folder)):
+        match = _TEMP_NAME.match(name)
+        if match and not pid_alive(int(match.group(1))):
+            _remove_quietly(os.path.join(folder, name))
+            deleted.append(os.path.join(folder, name))
+    return deleted
+
+
 def _remove_quietly(path):
     try:
         os.remove(path)
-    except FileNotFoundError:
+    except OSError:  # absent, or the folder became unwritable: nothing more to do
         pass
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint (or the pointer) could not be written; the message is one line naming
+    the file and the reason. The previous checkpoint and pointer are untouched."""
+
+
+def _write_error(path, error):
+    """CheckpointWriteError for an OSError raised while writing `path` (one line)."""
+    number = getattr(error, "errno", None) or 0
+    lines = str(error).strip().splitlines()
+    reason = getattr(error, "strerror", None) or (lines[0] if lines else type(error).__name__)
+    code = f" [{errno.errorcode[number]}]" if number in errno.errorcode else ""
+    error = CheckpointWriteError(f"{path}: cannot write ({reason}{code}); "
+                                 f"the previous checkpoint is kept")
+    error.errno = number
+    return error
+
+
+@contextlib.contextmanager
+def _quiet_mindspore_logger():
+    """MindSpore logs a CRITICAL line of its own when a save fails; we report it in one."""
+    try:
+        from mindspore import log as ms_log
+
+        ms_logger = ms_log._get_logger()  # noqa: SLF001 - no public handle on its logger
+    except Exception:  # noqa: BLE001 - only a cosmetic filter
+        yield
+        return
+    previous = ms_logger.level
+    ms_logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        ms_logger.setLevel(previous)
+
+
 def write_text_atomic(path, text):
-    """Write `text` to `path` through a temp file in the same folder + fsync + os.replace."""
+    """Write `text` to `path` through a temp file in the same folder + fsync + os.replace.
+
+    Raises CheckpointWriteError (the old file untouched) when the folder is full or unwritable.
+    """
     tmp = _temp_path(path, ".txt")
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
@@ -89,6 +150,8 @@ def write_text_atomic(path, text):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        raise _write_error(path, error) from None
     finally:
         _remove_quietly(tmp)
     _fsync_dir(os.path.dirname(os.path.abspath(path)))
@@ -128,19 +191,24 @@ def save_checkpoint(params_or_cell, path, *, extra=None):
     append = {EXTRA_PREFIX + key: _extra_value(value) for key, value in (extra or {}).items()}
     tmp = _temp_path(path, ".ckpt")
     tmp_hash = _temp_path(path, HASH_SUFFIX)
+    ms_tmp = tmp[:-len(".ckpt")] + ".tmp"  # where ms.save_checkpoint writes before its rename
     try:
-        ms.save_checkpoint(params_or_cell, tmp, append_dict=append or None)
+        with _quiet_mindspore_logger():
+            ms.save_checkpoint(params_or_cell, tmp, append_dict=append or None)
         _fsync_file(tmp)
         with open(tmp_hash, "w", encoding="utf-8") as handle:
             handle.write(file_sha256(tmp) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+        fault_point("checkpoint_write:after_temp")
         # Hash first: a crash between the two replaces leaves a mismatch, detected on load.
         os.replace(tmp_hash, path + HASH_SUFFIX)
         os.replace(tmp, path)
+    except OSError as error:
+        raise _write_error(path, error) from None
     finally:
-        _remove_quietly(tmp)
-        _remove_quietly(tmp_hash)
+        for leftover in (tmp, tmp_hash, ms_tmp):
+            _remove_quietly(leftover)
     _fsync_dir(folder)
     return path
 

@@ -64,6 +64,24 @@ def load_image(record):
     return image
 
 
+def check_image_headers(records):
+    """Open every record's image header (no decoding): InputError naming the first file that
+    is missing, unreadable or of another size than its record. Run before training so bad
+    data fails in seconds, not after the graph compile."""
+    for record in records:
+        path = record["file_name"]
+        try:
+            with Image.open(path) as im:
+                size = im.size
+        except FileNotFoundError:
+            raise InputError("image file not found", path=path) from None
+        except (OSError, ValueError, SyntaxError) as e:
+            raise InputError(f"cannot read image ({type(e).__name__}: {e})", path=path) from None
+        if size != (record["width"], record["height"]):
+            raise InputError(f"image is {size[0]}x{size[1]} (WxH) but its record says "
+                             f"{record['width']}x{record['height']}", path=path)
+
+
 def _gt_arrays(record):
     anns = record.get("annotations", [])
     boxes = np.array([a["bbox"] for a in anns], np.float32).reshape(-1, 4)

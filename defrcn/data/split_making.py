@@ -237,7 +237,7 @@ def write_coco_splits(annotations, shots, seeds, out, *, strict=False, image_dir
             with open(os.path.join(folder, fewshot_file_name(k, id_to_name[cat_id])), "w") as f:
                 json.dump(payload, f)
             written += 1
-    logger.info("wrote %d split files for seeds %s to %s", written, seeds, out)
+    logger.debug("wrote %d split files for seeds %s to %s", written, seeds, out)
     return written
 
 
@@ -276,5 +276,5 @@ def write_voc_splits(root, shots, seeds, out, *, classes=None):
             with open(os.path.join(folder, voc_fewshot_file_name(k, name)), "w") as f:
                 f.write("".join(line + "\n" for line in lines))
             written += 1
-    logger.info("wrote %d split files for seeds %s to %s", written, seeds, out)
+    logger.debug("wrote %d split files for seeds %s to %s", written, seeds, out)
     return written

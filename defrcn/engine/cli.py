@@ -11,6 +11,11 @@ import traceback
 
 import click
 
+# MindSpore's C++ log prints INFO/WARNING lines (graph compile notes) on stderr; every tool
+# imports this module first, so they show errors only unless the user set GLOG_v. Must be
+# set before MindSpore is imported.
+os.environ.setdefault("GLOG_v", "3")
+
 from defrcn.errors import InputError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
@@ -26,6 +31,12 @@ def _leave(code):
     os._exit(code)
 
 
+def one_line(error):
+    """The first non-empty line of an exception's message (MindSpore's run over many)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
 def run(fn, *args, debug=False, **kwargs):
     """Call fn(*args, **kwargs) and exit the process with the right code."""
     code = EXIT_OK
@@ -34,7 +45,7 @@ def run(fn, *args, debug=False, **kwargs):
     except InputError as e:
         if debug_enabled(debug):
             traceback.print_exc()
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {one_line(e)}", err=True)
         code = EXIT_BAD_INPUT
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
@@ -44,7 +55,7 @@ def run(fn, *args, debug=False, **kwargs):
     except Exception as e:  # noqa: BLE001 - the one place that maps failures to exit 1
         if debug_enabled(debug):
             traceback.print_exc()
-        click.echo(f"error: {type(e).__name__}: {e}", err=True)
+        click.echo(f"error: {type(e).__name__}: {one_line(e)}", err=True)
         code = EXIT_FAILURE
     _leave(code)
 

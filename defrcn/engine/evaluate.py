@@ -98,6 +98,10 @@ def evaluate_recipe(recipe_path, *, checkpoint, overrides=(), output_dir=None, p
     cfg = recipe.cfg
     if not os.path.isfile(checkpoint):
         raise InputError("checkpoint file not found", path=checkpoint)
+    from defrcn.engine.doctor import check_or_raise
+
+    for finding in check_or_raise(cfg, init=checkpoint, purpose="eval"):  # InputError before the model
+        logger.warning("doctor: %s", finding.message)
     setup_runtime(device)
     use_pcb = bool(cfg.test.pcb.enable) if pcb is None else bool(pcb)
     model = recipe.model(cfg)
@@ -118,16 +122,24 @@ def evaluate_recipe(recipe_path, *, checkpoint, overrides=(), output_dir=None, p
     return metrics
 
 
-def make_eval_fn(cfg, model, data, *, progress=False):
+def make_eval_fn(cfg, model, data, *, progress=False, image_count=None):
     """`fn(iteration) -> metrics` for `callbacks/eval_hook.PeriodicEval`: evaluates `model`
-    on `data` (no PCB) and puts the model back in train mode afterwards."""
+    on `data` (no PCB) and puts the model back in train mode afterwards.
+
+    The metrics come as `MetricsWithImages` (a dict): `.images` holds ground truth and
+    predicted boxes drawn on the first `image_count` test images (default
+    `EVAL_IMAGE_COUNT`; 0 = none), which PeriodicEval sends to TensorBoard."""
+    from defrcn.callbacks.eval_images import EVAL_IMAGE_COUNT, MetricsWithImages, draw_eval_images
+
+    count = EVAL_IMAGE_COUNT if image_count is None else int(image_count)
 
     def eval_fn(iteration):
         try:
-            _, metrics = evaluate_model(model, data, progress=progress)
+            detections, metrics = evaluate_model(model, data, progress=progress)
         finally:
             model.set_train(True)
         logger.info("evaluated at iteration %d on %d images", iteration, len(data.records))
-        return metrics
+        images = draw_eval_images(detections, data.records, data.meta, count=count) if count else []
+        return MetricsWithImages(metrics, images)
 
     return eval_fn

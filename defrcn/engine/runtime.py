@@ -1,11 +1,25 @@
 """Device, distributed and output-folder set-up shared by the train and eval drivers."""
 import logging
 import os
+import signal
 from dataclasses import dataclass
 
 from defrcn.errors import InputError
 
 DEVICES = ("CPU", "GPU", "Ascend")
+# Test-only fault injection: `DEFRCN_FAULT=point[,point...]` makes the process SIGKILL itself
+# when it reaches a named point, so crash-and-resume tests hit the same spot every time.
+# Points: `checkpoint_write:after_temp` (checkpoint bytes + hash in temp files, nothing
+# renamed yet), `checkpoint_write:before_pointer` (checkpoint in place, `last_checkpoint` not
+# yet moved), `eval:start` (periodic evaluation about to run). Unset in normal use.
+FAULT_ENV = "DEFRCN_FAULT"
+
+
+def fault_point(name):
+    """SIGKILL this process if `name` is listed in $DEFRCN_FAULT (test hook, see FAULT_ENV)."""
+    wanted = os.environ.get(FAULT_ENV, "")
+    if wanted and name in (item.strip() for item in wanted.split(",")):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -21,9 +35,12 @@ class Runtime:
         return self.rank == 0
 
 
+MSRUN_ROLES = ("MS_WORKER", "MS_SCHED")  # msrun runs the script once per worker and once as scheduler
+
+
 def launched_by_msrun():
-    """msrun (MindSpore's launcher) marks every worker with MS_ROLE."""
-    return os.environ.get("MS_ROLE") == "MS_WORKER" and int(os.environ.get("MS_WORKER_NUM", "1")) > 1
+    """msrun (MindSpore's launcher) marks every worker, and its scheduler, with MS_ROLE."""
+    return os.environ.get("MS_ROLE") in MSRUN_ROLES and int(os.environ.get("MS_WORKER_NUM", "1")) > 1
 
 
 def setup_runtime(device="CPU", *, pynative=False):
@@ -37,12 +54,13 @@ def setup_runtime(device="CPU", *, pynative=False):
         return Runtime(device)
     from mindspore.communication import get_group_size, get_rank, init
 
-    init()
+    init()  # in msrun's scheduler process this serves the cluster and never returns
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True)
     return Runtime(device, get_rank(), get_group_size())
 
 
-def _pid_alive(pid):
+def pid_alive(pid):
+    """True if a process with this pid exists (or exists but is not ours)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -69,7 +87,7 @@ class OutputLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
-                if owner is not None and owner != os.getpid() and _pid_alive(owner):
+                if owner is not None and owner != os.getpid() and pid_alive(owner):
                     raise InputError(f"another run (pid {owner}) is using this output directory; "
                                      f"wait for it or pick another --output-dir",
                                      path=os.path.dirname(self.path)) from None

@@ -29,8 +29,10 @@ def parse_seeds(text):
 
 
 def train_recipe(recipe_path, *, overrides=(), output_dir=None, device="CPU", resume=False,
-                 init=None, evaluate=True, pynative=False):
-    """Train one recipe; returns the output folder. See tools/train.py for the options."""
+                 init=None, evaluate=True, pynative=False, leave_cluster=True):
+    """Train one recipe; returns the output folder. See tools/train.py for the options.
+    `leave_cluster` (msrun): unregister from the launcher's scheduler at the end (a sweep
+    leaves once, after its last seed)."""
     runtime = setup_runtime(device, pynative=pynative)
     recipe = load_recipe(recipe_path, overrides)
     cfg = recipe.cfg
@@ -39,6 +41,10 @@ def train_recipe(recipe_path, *, overrides=(), output_dir=None, device="CPU", re
     from defrcn.recipes.common.builders import resolve_classes
 
     resolve_classes(cfg)
+    from defrcn.engine.doctor import check_or_raise
+
+    doctor_warnings = check_or_raise(cfg, init=init)  # InputError (exit 2) before anything is built
+    train_data = _checked_train_data(recipe, cfg)
     plan = effective_schedule(cfg.solver, runtime.world_size, cfg.solver.ims_per_device,
                               eval_period=cfg.test.eval_period)
     out = Path(cfg.output_dir)
@@ -48,11 +54,25 @@ def train_recipe(recipe_path, *, overrides=(), output_dir=None, device="CPU", re
         lock.acquire()
     try:
         _setup_logging(out, runtime.is_main)
+        for finding in doctor_warnings:
+            logger.warning("doctor: %s", finding.message)
         logger.info("schedule: %s", plan["summary"])
-        return _train(recipe, cfg, plan, runtime, out, resume=resume, init=init, evaluate=evaluate)
+        return _train(recipe, cfg, plan, runtime, out, train_data, resume=resume, init=init,
+                      evaluate=evaluate)
     finally:
         if lock:
             lock.release()
+        if runtime.world_size > 1 and leave_cluster:
+            _leave_cluster()
+
+
+def _leave_cluster():
+    """Run the exit hooks now: MindSpore's unregister this worker from msrun's scheduler.
+    The tools leave through os._exit (defrcn.engine.cli), which skips them, and the
+    scheduler then fails the job with 'node timed out'."""
+    import atexit
+
+    atexit._run_exitfuncs()
 
 
 def train_seeds(recipe_path, seeds, *, overrides=(), output_dir=None, **kwargs):
@@ -68,8 +88,37 @@ def train_seeds(recipe_path, seeds, *, overrides=(), output_dir=None, **kwargs):
         resume = (run_dir / "last_checkpoint").exists()
         print(f"seed {seed}: {'resuming' if resume else 'training'} into {run_dir}", flush=True)
         train_recipe(recipe_path, overrides=[*overrides, f"data.split_seed={seed}"],
-                     output_dir=run_dir, resume=resume, **kwargs)
+                     output_dir=run_dir, resume=resume, leave_cluster=False, **kwargs)
+    from defrcn.engine.runtime import launched_by_msrun
+
+    distributed = launched_by_msrun()
+    if not distributed or os.environ.get("RANK_ID", "0") == "0":  # msrun exports RANK_ID per worker
+        _print_aggregate(runs)
+    if distributed:
+        _leave_cluster()
     return runs
+
+
+def _print_aggregate(runs):
+    """The sweep's mean / std / 95% CI table (tools/aggregate.py), or why there is none."""
+    from defrcn.evaluation.aggregate import write_aggregate
+
+    try:
+        _, markdown, path = write_aggregate(runs)
+    except InputError as e:
+        print(f"no aggregate: {e}", flush=True)
+        return
+    print(f"\n{markdown}\n\nwrote {path}", flush=True)
+
+
+def _checked_train_data(recipe, cfg):
+    """The training records, with every image header read: bad data is one line (exit 2)
+    before the output folder is touched."""
+    from defrcn.data.pipeline import check_image_headers
+
+    data = recipe.dataset(cfg, "train")
+    check_image_headers(data.records)
+    return data
 
 
 def _check_fresh_or_resume(out, resume):
@@ -93,7 +142,7 @@ def _seed_everything(seed):
     random.seed(seed)
 
 
-def _train(recipe, cfg, plan, runtime, out, *, resume, init, evaluate):
+def _train(recipe, cfg, plan, runtime, out, train_data, *, resume, init, evaluate):
     from defrcn.checkpoint.io import find_resume_checkpoint
     from defrcn.checkpoint.training_state import restore_training_state
     from defrcn.data.pipeline import input_errors_as_one_line
@@ -122,7 +171,7 @@ def _train(recipe, cfg, plan, runtime, out, *, resume, init, evaluate):
     micro_steps = plan["accumulate_steps"]
     data = recipe.dataset(cfg, "train", num_shards=runtime.world_size, shard_id=runtime.rank,
                           start_iter=start_iter * micro_steps,
-                          num_batches=(max_iter - start_iter) * micro_steps)
+                          num_batches=(max_iter - start_iter) * micro_steps, preloaded=train_data)
     rates = lr_per_step(plan["base_lr"], max_iter, plan["steps"], cfg.solver.gamma,
                         plan["warmup_iters"], cfg.solver.warmup_factor)
     ctx = SimpleNamespace(
@@ -135,7 +184,23 @@ def _train(recipe, cfg, plan, runtime, out, *, resume, init, evaluate):
     model.set_train(True)
     with input_errors_as_one_line():
         run_training(train_step, data.loader, callbacks, start_iter, max_iter)
+    if runtime.is_main:
+        _write_final_metrics(callbacks, out, max_iter)
     return out
+
+
+def _write_final_metrics(callbacks, out, max_iter):
+    """OUTPUT/metrics.json (DESIGN section 9) from the evaluation at max_iter, if one ran."""
+    from defrcn.callbacks.eval_hook import PeriodicEval
+    from defrcn.evaluation.metrics import write_json_atomic
+
+    for callback in callbacks:
+        if not isinstance(callback, PeriodicEval):
+            continue
+        for iteration, metrics in reversed(callback.history):
+            if iteration >= max_iter:
+                write_json_atomic(str(out / "metrics.json"), dict(metrics))
+                return
 
 
 def _eval_fn(cfg, model, recipe):
@@ -156,7 +221,7 @@ def load_initial_weights(model, cfg, init=None):
         _report_load(init, *load_into(model, load_checkpoint(init)))
         return
     base = cfg.model.get("base_weights", "")
-    if base and cfg.model.get("surgery", "none") != "none":
+    if base and _needs_surgery(cfg, base):
         from defrcn.checkpoint.surgery import apply_surgery_to_model, surgery_classes
 
         base_names, target_names = surgery_classes(cfg)
@@ -173,6 +238,24 @@ def load_initial_weights(model, cfg, init=None):
             raise InputError("ImageNet weights not found; make them with tools/convert.py "
                              "or set model.weights=''", path=weights)
         _report_load(weights, *load_into(model, load_checkpoint(weights)))
+
+
+def _needs_surgery(cfg, base):
+    """A base-training checkpoint needs surgery; a surgery output (tools/surgery.py) does not.
+
+    `remove` is applied every time (dropping the predictor twice is harmless); `randinit`
+    only when the checkpoint's classifier is not already sized for this recipe.
+    """
+    from defrcn.checkpoint.io import load_checkpoint
+    from defrcn.checkpoint.surgery import CLS_WEIGHT
+
+    method = cfg.model.get("surgery", "none")
+    if method == "none":
+        return False
+    if method == "remove":
+        return True
+    cls = load_checkpoint(base).get(CLS_WEIGHT)
+    return cls is not None and cls.shape[0] != cfg.model.num_classes + 1
 
 
 def _report_load(path, missing, unexpected, mismatched):

@@ -43,7 +43,9 @@ class FrozenBatchNorm2d(nn.Cell):
     scale = gamma / sqrt(moving_variance + eps) and shift = beta - moving_mean * scale.
 
     Parameters keep mindcv's BatchNorm names (gamma, beta, moving_mean, moving_variance), all
-    with requires_grad=False, so checkpoints load either way.
+    with requires_grad=False, so checkpoints load either way. The forward is one inference
+    batch-norm kernel: written as two elementwise ops, res5 over 1000 RoIs kept 6.6 GiB of
+    intermediates alive (1.25 GiB fused), too much to train R-101 at batch 2 in 24 GB.
     """
 
     def __init__(self, num_features, eps=BN_EPS):
@@ -59,9 +61,8 @@ class FrozenBatchNorm2d(nn.Cell):
                                          requires_grad=False)
 
     def construct(self, x):
-        scale = self.gamma * ops.rsqrt(self.moving_variance + self.eps)
-        shift = self.beta - self.moving_mean * scale
-        return x * scale.reshape((1, -1, 1, 1)) + shift.reshape((1, -1, 1, 1))
+        return ops.batch_norm(x, self.moving_mean, self.moving_variance, self.gamma, self.beta,
+                              False, 0.1, self.eps)
 
     def extend_repr(self):
         return f"num_features={self.num_features}, eps={self.eps}"

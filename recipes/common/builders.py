@@ -76,13 +76,14 @@ class Data(NamedTuple):
     meta: Any
 
 
-def dataset(cfg, split, *, num_shards=1, shard_id=0, start_iter=0, num_batches=None):
+def dataset(cfg, split, *, num_shards=1, shard_id=0, start_iter=0, num_batches=None, preloaded=None):
     """split "train" (base or K-shot set per data.setting) or "test" -> `Data`.
 
     Train: endless batches of `solver.ims_per_device` images; test: in order,
     `test.ims_per_device` per batch. Sharded by rank (num_shards, shard_id); `start_iter`
     skips the batches a resumed run has already seen; `num_batches` makes the train
-    stream finite (exactly the batches a run needs).
+    stream finite (exactly the batches a run needs). `preloaded`: a `Data` of the same
+    split whose records and meta are reused (no second read of the annotations).
     """
     from defrcn.data.catalog import load_dataset
     from defrcn.data.pipeline import build_test_loader, build_train_loader
@@ -95,10 +96,13 @@ def dataset(cfg, split, *, num_shards=1, shard_id=0, start_iter=0, num_batches=N
         catalog_split = "test"
     else:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    records, meta = load_dataset(
-        d.benchmark, catalog_split, root=d.root, base_classes=d.base_classes or None,
-        novel_classes=d.novel_classes or None, setting=d.setting, shots=d.shots or None,
-        split_seed=d.split_seed, voc_split=d.voc_split or None, split_root=d.fewshot_dir or None)
+    if preloaded is not None:
+        records, meta = preloaded.records, preloaded.meta
+    else:
+        records, meta = load_dataset(
+            d.benchmark, catalog_split, root=d.root, base_classes=d.base_classes or None,
+            novel_classes=d.novel_classes or None, setting=d.setting, shots=d.shots or None,
+            split_seed=d.split_seed, voc_split=d.voc_split or None, split_root=d.fewshot_dir or None)
     common = dict(canvases=i.canvases, pixel_format=i.format, max_gt=d.max_gt, num_shards=num_shards,
                   shard_id=shard_id, num_workers=d.num_workers)
     if split == "train":

@@ -1,52 +1,16 @@
 """TensorBoardWriter: scalars per period and images, read back from the event files with a
 small tfrecord reader (tensorboard itself is not in the pinned stack)."""
 import io as bytes_io
-import struct
 
 import numpy as np
 import pytest
 from PIL import Image
-from tensorboardX.crc32c import crc32c
-from tensorboardX.proto import event_pb2
 
 from defrcn.callbacks.tensorboard import TensorBoardWriter
 from defrcn.utils.draw import draw_boxes
+from defrcn.utils.tb_events import read_events, scalars
 
 LOSS_NAMES = ("loss_mse", "loss_l1")
-
-
-def masked_crc(data):
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def read_events(logdir):
-    """All Event protos of every events file under logdir, checking the record CRCs."""
-    events = []
-    for path in sorted(logdir.rglob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        offset = 0
-        while offset < len(data):
-            header = data[offset:offset + 8]
-            (length,) = struct.unpack("<Q", header)
-            assert struct.unpack("<I", data[offset + 8:offset + 12])[0] == masked_crc(header)
-            payload = data[offset + 12:offset + 12 + length]
-            assert struct.unpack("<I", data[offset + 12 + length:offset + 16 + length])[0] == \
-                masked_crc(payload)
-            event = event_pb2.Event()
-            event.ParseFromString(payload)
-            events.append(event)
-            offset += 16 + length
-    return events
-
-
-def scalars(events):
-    found = {}
-    for event in events:
-        for value in event.summary.value:
-            if value.HasField("simple_value"):
-                found.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return found
 
 
 def test_scalars_every_period(tmp_path, tiny_training):

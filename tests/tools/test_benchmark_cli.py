@@ -1,0 +1,120 @@
+"""tools/benchmark.py: each mode prints one JSON line with the agreed keys (a tiny ResNet-18
+toy detector at 128 px, one timed step; no timing assertions); bad input is one line, exit 2."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RECIPE = "recipes/toy_base.py"
+# A tiny toy detector: ResNet-18, one 128 x 128 canvas, few proposals and RoIs.
+TINY = ["model.depth=18", "input.canvases=[[128,128]]", "input.min_size_train=[128]",
+        "input.max_size_train=128", "model.rpn.pre_nms_topk_test=200", "model.rpn.post_nms_topk_test=50",
+        "model.rpn.pre_nms_topk_train=200", "model.rpn.post_nms_topk_train=50",
+        "model.roi.batch_size_per_image=8", "data.num_workers=1"]
+PEER_KEYS = {"median_ms", "min_ms", "peak_rss_mib", "params"}
+OUR_KEYS = {"compile_s", "proposals_per_image", "device", "mindspore", "mode", "batch", "size"}
+
+
+def _run(*args, overrides=TINY):
+    command = [sys.executable, "tools/benchmark.py", RECIPE, *map(str, args)]
+    for item in overrides:
+        command += ["--set", item]
+    env = dict(os.environ, GLOG_v="3")
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+
+
+def _json_line(proc):
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout  # --json: the JSON line only (build log goes to stderr)
+    return json.loads(lines[0])
+
+
+# train: DeFRCN's frozen BN; the frozen stem + res2 folded into their convolutions
+FROZEN = ("--set", "model.norm=frozen_bn", "--set", "model.freeze_at=2", "--fold-bn")
+
+
+@pytest.mark.parametrize("mode, extra", [("infer", ("--breakdown",)), ("train", FROZEN)])
+def test_model_modes_print_the_peer_keys(mode, extra):
+    result = _json_line(_run("--mode", mode, "--batch", 1, "--size", 128, 128, "--iters", 1,
+                             "--warmup", 0, "--json", *extra))
+    assert PEER_KEYS | OUR_KEYS <= set(result)
+    assert result["mode"] == mode and result["batch"] == 1 and result["size"] == [128, 128]
+    assert result["median_ms"] > 0 and result["compile_s"] > 0 and result["peak_rss_mib"] > 100
+    assert 11_000_000 < result["params"] < 13_000_000  # ResNet-18 C4 with 6 classes: 11.8M
+    # calibrated statistics: the RPN keeps proposals (up to the post-NMS top-k of the mode)
+    assert 0 < result["proposals_per_image"] <= 50
+    assert result["device"] == "CPU" and result["mindspore"].startswith("2.")
+    if mode == "infer":  # --breakdown: each stage timed as its own graph
+        for key in ("backbone_ms", "rpn_ms", "roi_heads_ms"):
+            assert result[key] > 0
+        assert result["folded_bn"] == 0
+    else:  # folded: the stem's conv1/bn1 and res2's two basic blocks (2 pairs each)
+        assert result["folded_bn"] == 5
+
+
+def test_data_mode_reports_loader_throughput():
+    result = _json_line(_run("--mode", "data", "--batch", 2, "--size", 96, 128, "--images", 8,
+                             "--iters", 2, "--warmup", 1, "--json"))
+    assert PEER_KEYS | OUR_KEYS <= set(result)
+    assert result["images_per_s"] > 0 and result["num_images"] == 8
+    assert result["size"] == [96, 128]
+
+
+def test_summary_line_comes_before_the_json_without_flag():
+    proc = _run("--mode", "data", "--batch", 1, "--size", 64, 64, "--images", 2, "--iters", 1)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary, line = proc.stdout.strip().splitlines()
+    assert summary.startswith("toy_base data batch 1")
+    assert json.loads(line)["mode"] == "data"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--mode", "train", "--iters", 0), "--iters"),
+    (("--mode", "infer", "--size", 8, 8), "--size"),
+    (("--mode", "train", "--breakdown"), "--breakdown"),
+    (("--mode", "bogus"), "--mode"),
+])
+def test_bad_arguments_are_one_line_exit_2(args, needle):
+    proc = _run(*args)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_calibration_normalises_every_norm_layer():
+    """After calibration each BN's input, normalised with its own statistics, has mean 0 and
+    variance 1 per channel on the calibration batch (checked with a forward hook)."""
+    import mindspore as ms
+
+    from defrcn.engine.benchmark import _norm_layers, calibrate_norm_statistics
+    from defrcn.modeling.backbone import build_resnet_c4
+
+    ms.set_seed(0)
+    trunk, res5 = build_resnet_c4(18, norm="frozen_bn", freeze_at=0, stride_in_1x1=False)
+    images = np.random.default_rng(0).normal(0, 50, (2, 3, 64, 64)).astype(np.float32)
+    assert calibrate_norm_statistics(trunk, res5, images) == 20
+    seen = []
+
+    def check(cell, args):
+        x = args[0].asnumpy()
+        mean, var = cell.moving_mean.asnumpy(), cell.moving_variance.asnumpy()
+        z = (x - mean.reshape(1, -1, 1, 1)) / np.sqrt(var.reshape(1, -1, 1, 1) + 1e-5)
+        seen.append((np.abs(z.mean(axis=(0, 2, 3))).max(), np.abs(z.var(axis=(0, 2, 3)) - 1).max()))
+
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        layers = _norm_layers(trunk) + _norm_layers(res5)
+        handles = [layer.register_forward_pre_hook(check) for layer in layers]
+        res5(trunk(ms.Tensor(images)))
+        for handle in handles:
+            handle.remove()
+    finally:
+        ms.set_context(mode=previous)
+    assert len(seen) == 20
+    assert max(m for m, _ in seen) < 1e-3 and max(v for _, v in seen) < 1e-2
