@@ -5,27 +5,13 @@ import pytest
 
 import mindspore as ms
 import mindspore.dataset as ds
-from mindspore import nn, ops
+from mindspore import nn
 
 from defrcn.engine.loop import run_training
 from defrcn.engine.train_step import TrainStep
+from defrcn.testing import TinyRegression
 
 LOSS_NAMES = ("loss_mse", "loss_l1")
-
-
-class TinyRegression(nn.Cell):
-    """2-layer MLP; returns (total, mse, l1)."""
-
-    def __init__(self):
-        super().__init__()
-        self.hidden = nn.Dense(3, 8)
-        self.out = nn.Dense(8, 1)
-
-    def construct(self, x, y):
-        pred = self.out(ops.tanh(self.hidden(x)))
-        mse = ((pred - y) ** 2).mean()
-        l1 = ops.abs(pred - y).mean() * 0.5
-        return mse + l1, mse, l1
 
 
 class BatchSource:

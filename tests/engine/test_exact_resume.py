@@ -5,7 +5,7 @@ import pytest
 
 import mindspore as ms
 import mindspore.dataset as ds
-from mindspore import nn, ops
+from mindspore import nn
 
 from defrcn.callbacks.checkpointer import Checkpointer
 from defrcn.callbacks.nan_guard import NanGuard
@@ -13,6 +13,7 @@ from defrcn.checkpoint.io import find_resume_checkpoint
 from defrcn.checkpoint.training_state import restore_training_state
 from defrcn.engine.loop import run_training
 from defrcn.engine.train_step import TrainStep
+from defrcn.testing import TinyRegression
 
 TOTAL_STEPS = 8
 LOSS_NAMES = ("loss_mse", "loss_l1")
@@ -25,21 +26,6 @@ def graph_mode():
     ms.set_context(mode=ms.GRAPH_MODE)
     yield
     ms.set_context(mode=previous)
-
-
-class TinyRegression(nn.Cell):
-    """2-layer MLP; returns (total, mse, l1)."""
-
-    def __init__(self):
-        super().__init__()
-        self.hidden = nn.Dense(3, 8)
-        self.out = nn.Dense(8, 1)
-
-    def construct(self, x, y):
-        pred = self.out(ops.tanh(self.hidden(x)))
-        mse = ((pred - y) ** 2).mean()
-        l1 = ops.abs(pred - y).mean() * 0.5
-        return mse + l1, mse, l1
 
 
 class BatchSource:

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 
 import mindspore as ms
-from mindspore import Tensor, nn, ops
+from mindspore import Tensor, nn
 
 from defrcn.engine.train_step import TrainStep
+from defrcn.testing import TinyRegression
 
 
 @pytest.fixture(params=[ms.GRAPH_MODE, ms.PYNATIVE_MODE], ids=["graph", "pynative"])
@@ -14,19 +15,6 @@ def mode(request):
     ms.set_context(mode=request.param)
     yield request.param
     ms.set_context(mode=previous)
-
-
-class TinyRegression(nn.Cell):
-    def __init__(self):
-        super().__init__()
-        self.hidden = nn.Dense(3, 8)
-        self.out = nn.Dense(8, 1)
-
-    def construct(self, x, y):
-        pred = self.out(ops.tanh(self.hidden(x)))
-        mse = ((pred - y) ** 2).mean()
-        l1 = ops.abs(pred - y).mean() * 0.5
-        return mse + l1, mse, l1
 
 
 def batch(size, seed=3):
@@ -98,29 +86,16 @@ WORKER = '''
 import sys
 import numpy as np
 import mindspore as ms
-from mindspore import Tensor, nn, ops
+from mindspore import Tensor, nn
 from mindspore.communication import get_rank, init
 from defrcn.engine.train_step import TrainStep
+from defrcn.testing import TinyRegression
 
 out_dir = sys.argv[1]
 ms.set_context(mode=ms.GRAPH_MODE)
 init()
 ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True)
 rank = get_rank()
-
-
-class TinyRegression(nn.Cell):
-    def __init__(self):
-        super().__init__()
-        self.hidden = nn.Dense(3, 8)
-        self.out = nn.Dense(8, 1)
-
-    def construct(self, x, y):
-        pred = self.out(ops.tanh(self.hidden(x)))
-        mse = ((pred - y) ** 2).mean()
-        l1 = ops.abs(pred - y).mean() * 0.5
-        return mse + l1, mse, l1
-
 
 for accumulation in (1, 2):
     ms.set_seed(0)
