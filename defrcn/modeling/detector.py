@@ -59,7 +59,7 @@ class DeFRCN(nn.Cell):
 
 def build_detector(*, num_classes, depth=101, norm="frozen_bn", freeze_at=3, stride_in_1x1=True,
                    gdl_scale_rpn=0.0, gdl_scale_roi=0.75, freeze_res5=False, cls_dropout=0.0,
-                   pooler_resolution=7, rpn=None, roi=None, sample_salt=0, verbose=True):
+                   pooler_resolution=7, pooler_impl="matmul", rpn=None, roi=None, sample_salt=0, verbose=True):
     """Build DeFRCN from plain values (the recipe's `model(cfg)` maps cfg onto these).
 
     `rpn` and `roi` are dicts of keyword arguments for `RPN` and `Res5ROIHeads`
@@ -73,7 +73,8 @@ def build_detector(*, num_classes, depth=101, norm="frozen_bn", freeze_at=3, str
     channels = trunk.out_channels
     rpn_cell = RPN(in_channels=channels, sample_salt=sample_salt, **(rpn or {}))
     predictor = BoxPredictor(res5.out_channels, num_classes, cls_dropout=cls_dropout)
-    pooler = ROIPooler(output_size=pooler_resolution, spatial_scale=1.0 / 16, sampling_ratio=0, aligned=True)
+    pooler = ROIPooler(output_size=pooler_resolution, spatial_scale=1.0 / 16, sampling_ratio=0, aligned=True,
+                       impl=pooler_impl)
     heads = Res5ROIHeads(pooler=pooler, res5=res5, predictor=predictor, num_classes=num_classes,
                          freeze_res5=freeze_res5, sample_salt=sample_salt, **(roi or {}))
     model = DeFRCN(backbone=trunk,

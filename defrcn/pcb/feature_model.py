@@ -11,10 +11,8 @@ Two feature models (DESIGN section 7, fact sheet section 2):
   format on its canvas -> trunk (res4) -> the ROI branch's affine -> the ROI heads' own
   pooler (7x7) -> res5 -> mean pool; (res5 channels)-d, no classifier.
 
-The 1x1 ROIAlign is computed exactly in numpy (`roi_align_1x1`): the stock pooler replaces
-adaptive sampling by a fixed 2x2 points per bin (defrcn/modeling/pooler.py), which for a
-single bin over a box of many feature cells is far from the original's
-ceil(box size) x ceil(box size) points.
+The 1x1 ROIAlign of the ImageNet model is computed in numpy (`roi_align_1x1`, exact adaptive
+sampling: ceil(box size) x ceil(box size) points), on the feature map of an image of any size.
 
 Images of any size: the ResNet runs in graph mode with a dynamic input shape (one compile
 for all sizes; static per-shape graphs cost ~2 s and ~40 MB each, measured on R-101 at
@@ -179,9 +177,9 @@ class _DetectorBoxHead(nn.Cell):
         self.pooler = detector.roi_heads.pooler
         self.res5 = detector.roi_heads.res5
 
-    def construct(self, image, rois):
+    def construct(self, image, boxes):
         features = self.roi_branch(self.backbone(image))
-        return self.res5(self.pooler(features, rois)).mean(axis=(2, 3))
+        return self.res5(self.pooler(features, boxes)).mean(axis=(2, 3))
 
 
 # RoIs per call are padded up to a multiple of this (static shapes in graph mode: a few buckets).
@@ -228,15 +226,15 @@ class DetectorFeatures:
         resized = resize_image(np.ascontiguousarray(image), resized_shape(height, width, scale))
         chw = normalize_to_canvas(resized, self.pixel_format, canvas)
         padded = int(math.ceil(n / ROI_BUCKET) * ROI_BUCKET)
-        rois = np.zeros((padded, 5), np.float32)
-        rois[:n, 1:] = boxes * np.float32(scale)
-        rois[n:, 1:] = (0.0, 0.0, 1.0, 1.0)
+        canvas_boxes = np.zeros((1, padded, 4), np.float32)
+        canvas_boxes[0, :n] = boxes * np.float32(scale)
+        canvas_boxes[0, n:] = (0.0, 0.0, 1.0, 1.0)
         # the parts are the detector's: evaluate them in inference mode, then restore each
         # cell's own flag (pre-order, so a child's flag is set after its parent's)
         flags = [(cell, cell.training) for _, cell in self.head.cells_and_names()]
         self.head.set_train(False)
         try:
-            out = self.head(ms.Tensor(chw[None]), ms.Tensor(rois)).asnumpy()
+            out = self.head(ms.Tensor(chw[None]), ms.Tensor(canvas_boxes)).asnumpy()
         finally:
             for cell, training in flags[1:]:
                 cell.set_train(training)

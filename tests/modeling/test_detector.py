@@ -79,3 +79,23 @@ def test_training_returns_finite_losses_and_inference_fixed_shapes(mode):
         assert (b[:, 0] >= 0).all() and (b[:, 2] <= 112 + 1e-3).all() and (b[:, 3] <= 128 + 1e-3).all()
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def test_inference_in_roi_chunks_equals_all_at_once():
+    """Inference pools and runs res5 on chunks of RoIs (memory); the detections must not
+    depend on the chunk size (40 proposals per image: chunks of 7 leave a short last one)."""
+    ms.set_seed(0)
+    model = _small_model()
+    model.set_train(False)
+    images, sizes = _batch(seed=3)[:2]
+    model.roi_heads.inference_chunk = 1000
+    whole = [o.asnumpy() for o in model(images, sizes)]
+    ms.set_seed(0)
+    chunked_model = _small_model()
+    ms.load_param_into_net(chunked_model, {p.name: p for p in model.get_parameters()})
+    chunked_model.set_train(False)
+    chunked_model.roi_heads.inference_chunk = 7
+    chunked = [o.asnumpy() for o in chunked_model(images, sizes)]
+    assert whole[3].sum() > 0
+    for a, b in zip(whole, chunked):
+        np.testing.assert_allclose(a, b, atol=1e-4)

@@ -1,4 +1,4 @@
-"""ROIPooler against a numpy statement of detectron2's ROIAlign / ROIAlignV2 (the spec)."""
+"""ROIPooler (both implementations) against a numpy statement of detectron2's ROIAlign / ROIAlignV2."""
 
 import math
 
@@ -6,7 +6,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from defrcn.modeling.pooler import ADAPTIVE_FALLBACK_SAMPLES, ROIPooler
+from defrcn.modeling.pooler import KERNEL_ADAPTIVE_SAMPLES, ROIPooler
 
 
 def _bilinear(feature, y, x):
@@ -78,6 +78,13 @@ def random_rois(rng, count, batch, image_size, min_size=4.0, max_size=None, insi
     return np.concatenate([index, x0y0, x0y0 + sizes], axis=1).astype(np.float32)
 
 
+def grouped_random_rois(rng, per_image, batch, image_size, **kwargs):
+    """(batch * per_image, 5) rois ordered by image, and the same boxes as (batch, per_image, 4)."""
+    rois = random_rois(rng, per_image * batch, batch=1, image_size=image_size, **kwargs)
+    rois[:, 0] = np.repeat(np.arange(batch), per_image)
+    return rois, rois[:, 1:].reshape(batch, per_image, 4)
+
+
 @pytest.fixture(autouse=True)
 def pynative():
     previous = ms.get_context("mode")
@@ -86,109 +93,184 @@ def pynative():
     ms.set_context(mode=previous)
 
 
-def run(pooler, features, rois):
-    return pooler(ms.Tensor(np.asarray(features, np.float32)), ms.Tensor(np.asarray(rois, np.float32))).asnumpy()
+def run(pooler, features, boxes):
+    """boxes (B, N, 4) or one image's (N, 4)."""
+    boxes = np.asarray(boxes, np.float32)
+    if boxes.ndim == 2:
+        boxes = boxes[None]
+    return pooler(ms.Tensor(np.asarray(features, np.float32)), ms.Tensor(boxes)).asnumpy()
 
 
-def test_box_covering_one_cell_returns_its_value():
+IMPLS = ["matmul", "kernel"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_box_covering_one_cell_returns_its_value(impl):
     # scale 1/4: feature cell (row 2, col 3) covers image pixels x 12..16, y 8..12.
     features = np.zeros((1, 1, 6, 6), np.float32)
     features[0, 0, 2, 3] = 5.0
-    pooler = ROIPooler(output_size=1, spatial_scale=0.25, sampling_ratio=1, aligned=True)
-    assert run(pooler, features, [[0, 12, 8, 16, 12]])[0, 0, 0, 0] == pytest.approx(5.0, abs=1e-6)
+    pooler = ROIPooler(output_size=1, spatial_scale=0.25, sampling_ratio=1, aligned=True, impl=impl)
+    assert run(pooler, features, [[12, 8, 16, 12]])[0, 0, 0, 0] == pytest.approx(5.0, abs=1e-6)
     # A 2x2 output over the same cell samples 4 points at quarter offsets: all on the cell's
     # bilinear neighbourhood, 5 * 0.75 * 0.75 each.
-    pooler = ROIPooler(output_size=2, spatial_scale=0.25, sampling_ratio=1, aligned=True)
-    np.testing.assert_allclose(run(pooler, features, [[0, 12, 8, 16, 12]])[0, 0], np.full((2, 2), 5 * 0.5625),
+    pooler = ROIPooler(output_size=2, spatial_scale=0.25, sampling_ratio=1, aligned=True, impl=impl)
+    np.testing.assert_allclose(run(pooler, features, [[12, 8, 16, 12]])[0, 0], np.full((2, 2), 5 * 0.5625),
                                atol=1e-6)
 
 
-def test_aligned_pooling_of_a_linear_ramp_is_the_box_centre():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_aligned_pooling_of_a_linear_ramp_is_the_box_centre(impl):
     # On f(y, x) = x the half-pixel convention makes the pooled value the box centre in feature
     # coordinates minus 0.5, for any box inside the map.
     height, width = 8, 10
     features = np.broadcast_to(np.arange(width, dtype=np.float32), (1, 1, height, width)).copy()
-    pooler = ROIPooler(output_size=1, spatial_scale=0.5, sampling_ratio=2, aligned=True)
-    rois = [[0, 4, 2, 10, 8], [0, 3, 3, 7.5, 5]]
-    got = run(pooler, features, rois)[:, 0, 0, 0]
+    pooler = ROIPooler(output_size=1, spatial_scale=0.5, sampling_ratio=2, aligned=True, impl=impl)
+    got = run(pooler, features, [[4, 2, 10, 8], [3, 3, 7.5, 5]])[:, 0, 0, 0]
     expected = [(4 + 10) / 2 * 0.5 - 0.5, (3 + 7.5) / 2 * 0.5 - 0.5]
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("aligned", [True, False])
-def test_matches_reference_with_fixed_sampling(aligned):
+@pytest.mark.parametrize("map_size", [(12, 16), (16, 12)])  # either axis contracted first
+def test_matmul_matches_reference_for_every_sampling(aligned, map_size):
     rng = np.random.default_rng(0)
-    features = rng.standard_normal((2, 3, 12, 16)).astype(np.float32)
-    rois = random_rois(rng, 40, batch=2, image_size=16 * 16, min_size=2.0)
-    for sampling in (1, 2, 3):
+    features = rng.standard_normal((2, 3) + map_size).astype(np.float32)
+    rois, boxes = grouped_random_rois(rng, 20, batch=2, image_size=16 * 12, min_size=2.0)
+    for sampling in (0, 1, 2, 3):  # 0 = detectron2's adaptive ceil(roi_size / 7) points
         pooler = ROIPooler(output_size=7, spatial_scale=1 / 16, sampling_ratio=sampling, aligned=aligned)
         expected = roi_align_reference(features, rois, 7, 1 / 16, sampling, aligned)
-        np.testing.assert_allclose(run(pooler, features, rois), expected, atol=2e-5)
+        np.testing.assert_allclose(run(pooler, features, boxes), expected, atol=2e-5)
 
 
-def test_adaptive_sampling_gap_is_bounded():
-    """sampling_ratio=0 uses ADAPTIVE_FALLBACK_SAMPLES fixed points, not ceil(size / 7).
+def test_matmul_channels_last_is_a_transpose():
+    from defrcn.modeling.roi_align import roi_align_grouped
+
+    rng = np.random.default_rng(5)
+    features = ms.Tensor(rng.standard_normal((1, 4, 9, 11)).astype(np.float32))
+    boxes = ms.Tensor(grouped_random_rois(rng, 6, batch=1, image_size=144)[1])
+    first = roi_align_grouped(features, boxes, 7, 1 / 16).asnumpy()
+    last = roi_align_grouped(features, boxes, 7, 1 / 16, channels_last=True).asnumpy()
+    np.testing.assert_array_equal(last, first.transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
+def test_matmul_in_roi_chunks_equals_all_at_once_with_gradient(mode):
+    from defrcn.modeling.roi_align import roi_align_grouped
+
+    ms.set_context(mode=mode)
+    rng = np.random.default_rng(6)
+    features = ms.Tensor(rng.standard_normal((2, 3, 9, 11)).astype(np.float32))
+    boxes = ms.Tensor(grouped_random_rois(rng, 10, batch=2, image_size=144)[1])
+    weights = ms.Tensor(rng.standard_normal((20, 3, 7, 7)).astype(np.float32))
+
+    def weighted(rois_per_call):
+        def fn(feature_map):
+            return (roi_align_grouped(feature_map, boxes, 7, 1 / 16, rois_per_call=rois_per_call) * weights).sum()
+        return fn
+
+    whole = ms.value_and_grad(weighted(1000))(features)
+    chunked = ms.value_and_grad(weighted(3))(features)  # chunks of 3, 3, 3, 1
+    np.testing.assert_allclose(chunked[0].asnumpy(), whole[0].asnumpy(), rtol=1e-5)
+    np.testing.assert_allclose(chunked[1].asnumpy(), whole[1].asnumpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_kernel_matches_reference_with_fixed_sampling(aligned):
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((2, 3, 12, 16)).astype(np.float32)
+    rois, boxes = grouped_random_rois(rng, 20, batch=2, image_size=16 * 16, min_size=2.0)
+    for sampling in (1, 2, 3):
+        pooler = ROIPooler(output_size=7, spatial_scale=1 / 16, sampling_ratio=sampling, aligned=aligned,
+                           impl="kernel")
+        expected = roi_align_reference(features, rois, 7, 1 / 16, sampling, aligned)
+        np.testing.assert_allclose(run(pooler, features, boxes), expected, atol=2e-5)
+
+
+def test_kernel_adaptive_sampling_gap_is_bounded():
+    """The kernel's sampling_ratio=0 uses KERNEL_ADAPTIVE_SAMPLES fixed points, not ceil(size / 7).
 
     The gap is zero for RoIs of 7-14 feature cells (adaptive grid 2 on both axes) and largest
     on white noise. Measured (172 non-empty RoIs of 1-512 px inside a 512 px image, log-uniform
-    sides, stride 16, 7x7), |ours - reference|: N(0, 1) features (output std 0.62): mean 0.024,
-    99th percentile 0.28, max 0.86 (fixed 1 point: mean 0.10; 3 points: 0.017); smooth map
-    (output std 0.29): mean 1e-4, max 0.005. Empty RoIs (width or height <= 0) differ more:
-    detectron2's adaptive grid has no sample there and returns 0; proposals are non-empty.
+    sides, stride 16, 7x7), |kernel - reference|: N(0, 1) features (output std 0.62): mean 0.024,
+    99th percentile 0.28, max 0.86; smooth map (output std 0.29): mean 1e-4, max 0.005.
+    The matmul implementation has no such gap (test above).
     """
     rng = np.random.default_rng(1)
     features = rng.standard_normal((1, 2, 24, 24)).astype(np.float32)
-    rois = random_rois(rng, 40, batch=1, image_size=24 * 16, min_size=2.0, inside=True)
-    pooler = ROIPooler(output_size=7, spatial_scale=1 / 16, sampling_ratio=0, aligned=True)
-    gap = np.abs(run(pooler, features, rois) - roi_align_reference(features, rois, 7, 1 / 16, 0, True))
+    rois, boxes = grouped_random_rois(rng, 40, batch=1, image_size=24 * 16, min_size=2.0, inside=True)
+    pooler = ROIPooler(output_size=7, spatial_scale=1 / 16, sampling_ratio=0, aligned=True, impl="kernel")
+    gap = np.abs(run(pooler, features, boxes) - roi_align_reference(features, rois, 7, 1 / 16, 0, True))
     assert np.isfinite(gap).all()
     assert gap.mean() < 0.05
 
-    # RoIs whose adaptive grid is ADAPTIVE_FALLBACK_SAMPLES on both axes match exactly.
-    assert ADAPTIVE_FALLBACK_SAMPLES == 2
+    # RoIs whose adaptive grid is KERNEL_ADAPTIVE_SAMPLES on both axes match exactly.
+    assert KERNEL_ADAPTIVE_SAMPLES == 2
     sides = np.array([7.5, 9.0, 13.5]) * 16
     rois = np.array([[0, 20, 30, 20 + s, 30 + s] for s in sides], np.float32)
-    np.testing.assert_allclose(run(pooler, features, rois), roi_align_reference(features, rois, 7, 1 / 16, 0, True),
-                               atol=2e-5)
-
-    # A smooth map (closer to what a network's features look like): the gap is small.
-    yy, xx = np.mgrid[0:24, 0:24] / 24.0
-    smooth = np.stack([np.sin(3 * xx) * np.cos(2 * yy), xx * yy])[None].astype(np.float32)
-    rois = random_rois(rng, 40, batch=1, image_size=24 * 16, min_size=2.0, inside=True)
-    gap = np.abs(run(pooler, smooth, rois) - roi_align_reference(smooth, rois, 7, 1 / 16, 0, True))
-    assert gap.max() < 0.02
+    np.testing.assert_allclose(run(pooler, features, rois[:, 1:]),
+                               roi_align_reference(features, rois, 7, 1 / 16, 0, True), atol=2e-5)
 
 
-def test_batch_index_selects_the_image():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_each_image_pools_its_own_boxes(impl):
     features = np.stack([np.full((2, 5, 5), 1.0), np.full((2, 5, 5), 2.0), np.full((2, 5, 5), 3.0)])
-    rois = [[2, 4, 4, 40, 40], [0, 4, 4, 40, 40], [1, 0, 0, 20, 30]]
-    got = run(ROIPooler(output_size=3, spatial_scale=1 / 8), features, rois)
+    boxes = np.array([[[4, 4, 40, 40]], [[0, 0, 20, 30]], [[4, 4, 40, 40]]], np.float32)
+    got = run(ROIPooler(output_size=3, spatial_scale=1 / 8, impl=impl), features, boxes)
     assert got.shape == (3, 2, 3, 3)
-    np.testing.assert_allclose(got[:, 0, 1, 1], [3.0, 1.0, 2.0], atol=1e-6)
+    np.testing.assert_allclose(got[:, 0, 1, 1], [1.0, 2.0, 3.0], atol=1e-6)
 
 
-def test_rois_the_kernel_would_skip_are_pooled():
+def test_kernel_rois_the_kernel_would_skip_are_pooled():
     # With aligned offsets at scale 1/16, x0 = 8 and x1 = 9 reach the kernel as 0 and 0, which
     # ops.ROIAlign skips (output left uninitialised); the pooler moves x0 by 0.002 px.
     rng = np.random.default_rng(2)
     features = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
     rois = np.array([[0, 8, 8, 9, 40], [0, 8, 0, 9, 9]], np.float32)
-    pooler = ROIPooler(output_size=2, spatial_scale=1 / 16, sampling_ratio=2)
+    pooler = ROIPooler(output_size=2, spatial_scale=1 / 16, sampling_ratio=2, impl="kernel")
     # The nudge moves the sample points by 1e-4 feature cells.
-    np.testing.assert_allclose(run(pooler, features, rois), roi_align_reference(features, rois, 2, 1 / 16, 2, True),
-                               atol=1e-3)
+    np.testing.assert_allclose(run(pooler, features, rois[:, 1:]),
+                               roi_align_reference(features, rois, 2, 1 / 16, 2, True), atol=1e-3)
 
 
-def test_graph_mode_and_gradient_to_features():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_graph_mode_and_gradient_to_features(impl):
     ms.set_context(mode=ms.GRAPH_MODE)
     rng = np.random.default_rng(3)
     features = ms.Tensor(rng.standard_normal((1, 2, 8, 8)).astype(np.float32))
-    rois = ms.Tensor(np.array([[0, 0, 0, 64, 64], [0, 8, 8, 56, 40]], np.float32))
-    pooler = ROIPooler(output_size=2, spatial_scale=1 / 8, sampling_ratio=2)
+    boxes = ms.Tensor(np.array([[[0, 0, 64, 64], [8, 8, 56, 40]]], np.float32))
+    pooler = ROIPooler(output_size=2, spatial_scale=1 / 8, sampling_ratio=2, impl=impl)
 
     def pooled_sum(feature_map):
-        return pooler(feature_map, rois).sum()
+        return pooler(feature_map, boxes).sum()
 
     grad = ms.grad(pooled_sum)(features).asnumpy()
     # Each of 2 RoIs x 4 bins x 4 samples spreads weight 1/4 bilinearly: total mass 2 * 4 per channel.
     np.testing.assert_allclose(grad.sum(axis=(0, 2, 3)), [8.0, 8.0], atol=1e-5)
+
+
+@pytest.mark.parametrize("map_size", [(9, 13), (13, 9)])
+def test_matmul_gradient_equals_the_kernels(map_size):
+    """The hand-written backward of the matmul path against the stock kernel's gradient, for a
+    weighted sum of the pooled maps over two images."""
+    ms.set_context(mode=ms.GRAPH_MODE)
+    rng = np.random.default_rng(4)
+    features = ms.Tensor(rng.standard_normal((2, 3) + map_size).astype(np.float32))
+    _, boxes = grouped_random_rois(rng, 12, batch=2, image_size=16 * 9, min_size=8.0, inside=True)
+    boxes = ms.Tensor(boxes)
+    weights = ms.Tensor(rng.standard_normal((24, 3, 7, 7)).astype(np.float32))
+
+    def weighted_sum(impl):
+        pooler = ROIPooler(output_size=7, spatial_scale=1 / 16, sampling_ratio=2, impl=impl)
+
+        def weighted(feature_map):
+            return (pooler(feature_map, boxes) * weights).sum()
+        return weighted
+
+    grads = {impl: ms.grad(weighted_sum(impl))(features).asnumpy() for impl in IMPLS}
+    assert np.abs(grads["kernel"]).max() > 0.1
+    np.testing.assert_allclose(grads["matmul"], grads["kernel"], atol=1e-4)
+
+
+def test_unknown_impl_is_refused():
+    with pytest.raises(ValueError, match="impl"):
+        ROIPooler(impl="cuda")

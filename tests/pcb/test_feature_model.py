@@ -21,20 +21,18 @@ def _cfg(model, weights):
                   input=dict(format="torchvision", min_size_test=128, max_size_test=128, canvases=[[128, 128]]))
 
 
-@pytest.mark.parametrize("box, samples", [
-    ([10.0, 20.0, 10 + 32 * 2.6, 20 + 32 * 2.2], 3),  # 2.6 x 2.2 cells -> adaptive 3 x 3 points
-    ([-40.0, 100.0, -40 + 32 * 1.5, 100 + 32 * 1.9], 2),  # partly left of the map
-    ([100.0, 150.0, 100 + 32 * 3.7, 150 + 32 * 3.1], 4),  # partly beyond the bottom/right edge
+@pytest.mark.parametrize("box", [
+    [10.0, 20.0, 10 + 32 * 2.6, 20 + 32 * 2.2],  # 2.6 x 2.2 cells -> adaptive 3 x 3 points
+    [-40.0, 100.0, -40 + 32 * 1.5, 100 + 32 * 1.9],  # partly left of the map
+    [100.0, 150.0, 100 + 32 * 3.7, 150 + 32 * 3.1],  # partly beyond the bottom/right edge
 ])
-def test_roi_align_1x1_equals_the_kernel_with_the_adaptive_sample_count(box, samples):
-    # detectron2's adaptive rule (sampling_ratio 0) uses ceil(box size in cells) points per
-    # axis; the stock kernel with that many fixed points must give the same value.
+def test_roi_align_1x1_equals_the_pooler_with_adaptive_sampling(box):
+    # detectron2's adaptive rule (sampling_ratio 0) uses ceil(box size in cells) points per axis.
     features = np.random.RandomState(1).randn(1, 8, 6, 5).astype(np.float32)
     box = np.array([box], np.float32)
     ours = roi_align_1x1(features[0], box, 1.0 / 32)
-    pooler = ROIPooler(output_size=1, spatial_scale=1.0 / 32, sampling_ratio=samples, aligned=True)
-    rois = np.concatenate([np.zeros((1, 1), np.float32), box], axis=1)
-    reference = pooler(ms.Tensor(features), ms.Tensor(rois)).asnumpy()[:, :, 0, 0]
+    pooler = ROIPooler(output_size=1, spatial_scale=1.0 / 32, sampling_ratio=0, aligned=True)
+    reference = pooler(ms.Tensor(features), ms.Tensor(box[None])).asnumpy()[:, :, 0, 0]
     np.testing.assert_allclose(ours, reference, atol=1e-5)
 
 

@@ -1,0 +1,156 @@
+"""ROIAlign as two matrix products: exact detectron2 ROIAlign / ROIAlignV2 from stock ops.
+
+Bilinear sampling on a regular sub-grid is separable: the value of one output bin is
+
+    out[c, i, j] = sum_y sum_x  Wy[i, y] * F[c, y, x] * Wx[j, x]
+
+where Wy[i, y] averages, over the bin's sample rows, the bilinear weight each sample gives
+feature row y (detectron2's border rules: a sample outside [-1, H] contributes nothing, one
+in [-1, 0) or [H-1, H] is clamped to the edge), and Wx likewise over columns. So a RoI's
+P x P output is Wy @ F @ Wx^T, computed for all RoIs of an image as two batched matmuls.
+This costs R * C * H * W * P multiply-adds however small the RoIs are, but it runs at matmul
+speed, where MindSpore's CPU `ops.ROIAlign` kernel took 4.4 s for 1000 RoIs on a
+1024 x 32 x 32 map (torchvision 0.27 s; this module 0.2-0.3 s), and it gives detectron2's
+adaptive sampling (sampling_ratio 0: ceil(roi_size / P) points per bin and axis) exactly,
+which the kernel cannot. Its gradient (to the features) is the transposed products.
+"""
+
+import math
+
+import mindspore as ms
+import mindspore.nn as nn
+import mindspore.ops as ops
+
+__all__ = ["axis_weights", "roi_align_grouped", "max_samples_per_bin", "ROIS_PER_CALL"]
+
+ROIS_PER_CALL = 256
+
+
+def max_samples_per_bin(length, output_size, sampling_ratio):
+    """The static number of sample slots per bin along an axis of `length` feature cells.
+
+    Adaptive sampling needs ceil(roi_size / output_size) points; RoIs inside the map are at
+    most `length` cells (+1 for the unaligned RoI clamp), so that bounds it. Larger RoIs
+    (boxes reaching far outside the map, which proposals and ground truth never do) get this
+    many points instead of more.
+    """
+    if sampling_ratio > 0:
+        return int(sampling_ratio)
+    return int(math.ceil((length + 1) / output_size))
+
+
+def axis_weights(start, size, length, output_size, sampling_ratio, max_samples):
+    """Per-bin sampling weights along one axis.
+
+    Args:
+        start, size: (..., 1) float32 RoI start and extent in feature cells (already offset
+            and, for unaligned RoIAlign, clamped).
+        length: feature map extent along the axis (H or W).
+        output_size: bins along the axis (P).
+        sampling_ratio: points per bin; 0 = ceil(size / output_size) (adaptive).
+        max_samples: static number of sample slots (see max_samples_per_bin).
+
+    Returns:
+        (..., P, length) float32: weight of each feature row/column in each bin, already
+        divided by the bin's sample count.
+    """
+    bin_size = size / output_size  # (..., 1)
+    if sampling_ratio > 0:
+        grid = ops.full_like(bin_size, float(sampling_ratio))
+    else:
+        grid = ops.ceil(bin_size)
+    grid = ops.minimum(grid, float(max_samples))
+    safe_grid = ops.maximum(grid, 1.0)
+    bins = ops.arange(output_size, dtype=ms.float32).reshape(output_size, 1)  # (P, 1)
+    slots = ops.arange(max_samples, dtype=ms.float32).reshape(1, max_samples)  # (1, S)
+    start = start.expand_dims(-1)  # (..., 1, 1)
+    bin_size = bin_size.expand_dims(-1)
+    grid = grid.expand_dims(-1)
+    safe_grid = safe_grid.expand_dims(-1)
+    # sample coordinates (..., P, S) and which slots are real samples
+    coords = start + bins * bin_size + (slots + 0.5) * bin_size / safe_grid
+    used = ops.logical_and(slots < grid, ops.logical_and(coords >= -1.0, coords <= float(length)))
+    coords = ops.clip_by_value(coords, 0.0, float(length - 1))
+    cells = ops.arange(length, dtype=ms.float32)  # (L,)
+    hat = ops.relu(1.0 - ops.abs(coords.expand_dims(-1) - cells))  # (..., P, S, L)
+    hat = hat * used.astype(ms.float32).expand_dims(-1)
+    return hat.sum(axis=-2) / safe_grid
+
+
+class _SeparableProducts(nn.Cell):
+    """pooled = (Wa @ M) @ Wb^T per RoI, with a hand-written backward to M only.
+
+    construct(mat (B, A, C*L), weight_a (B, N*P, A), weight_b (B*N, P, L)) -> (B*N, P*C, P).
+    Autodiff would keep the (B*N, P*C, L) intermediate alive for the weights' gradient, which
+    is never used (they come from boxes); this backward needs only the two weights.
+    """
+
+    def construct(self, mat, weight_a, weight_b):
+        batch_rois, size, length = weight_b.shape
+        partial = ops.bmm(weight_a, mat).reshape(batch_rois, -1, length)
+        return ops.bmm(partial, weight_b.transpose(0, 2, 1))
+
+    def bprop(self, mat, weight_a, weight_b, out, dout):
+        batch = mat.shape[0]
+        d_partial = ops.bmm(dout, weight_b).reshape(batch, weight_a.shape[1], -1)
+        d_mat = ops.bmm(weight_a.transpose(0, 2, 1), d_partial)
+        return d_mat, ops.zeros_like(weight_a), ops.zeros_like(weight_b)
+
+
+_products = _SeparableProducts()
+
+
+def roi_align_grouped(features, boxes, output_size, spatial_scale, sampling_ratio=0, aligned=True,
+                      channels_last=False, rois_per_call=ROIS_PER_CALL):
+    """ROIAlign of boxes grouped by image.
+
+    Args:
+        features: (B, C, H, W) float32.
+        boxes: (B, N, 4) float32 [x0, y0, x1, y1] in image pixels, N boxes per image.
+        output_size, spatial_scale, sampling_ratio, aligned: as detectron2's ROIAlign.
+        channels_last: return (B*N, P, P, C) instead of (B*N, C, P, P).
+        rois_per_call: boxes per image pooled at once (memory, not results).
+
+    Returns:
+        (B*N, C, P, P) float32 (or channels last). No gradient flows into `boxes`.
+    """
+    batch, channels, height, width = features.shape
+    num = boxes.shape[1]
+    size = output_size
+    boxes = ops.stop_gradient(boxes) * spatial_scale
+    if aligned:
+        boxes = boxes - 0.5
+    x0, y0, x1, y1 = boxes[..., 0:1], boxes[..., 1:2], boxes[..., 2:3], boxes[..., 3:4]
+    roi_w, roi_h = x1 - x0, y1 - y0
+    if not aligned:
+        roi_w, roi_h = ops.maximum(roi_w, 1.0), ops.maximum(roi_h, 1.0)
+    weight_y = axis_weights(y0, roi_h, height, size, sampling_ratio,
+                            max_samples_per_bin(height, size, sampling_ratio))  # (B, N, P, H)
+    weight_x = axis_weights(x0, roi_w, width, size, sampling_ratio,
+                            max_samples_per_bin(width, size, sampling_ratio))  # (B, N, P, W)
+    weight_y = ops.stop_gradient(weight_y)
+    weight_x = ops.stop_gradient(weight_x)
+    # Contract the longer axis first: the intermediate then holds the shorter one.
+    if width >= height:
+        # (B, N*Pj, W) @ (B, W, C*H) = (B*N, Pj*C, H); @ (B*N, H, Pi) = (B*N, Pj, C, Pi)
+        mat = features.transpose(0, 3, 1, 2).reshape(batch, width, channels * height)
+        first, second = weight_x, weight_y
+        order = (0, 3, 1, 2) if channels_last else (0, 2, 3, 1)
+    else:
+        # (B, N*Pi, H) @ (B, H, C*W) = (B*N, Pi*C, W); @ (B*N, W, Pj) = (B*N, Pi, C, Pj)
+        mat = features.transpose(0, 2, 1, 3).reshape(batch, height, channels * width)
+        first, second = weight_y, weight_x
+        order = (0, 1, 3, 2) if channels_last else (0, 2, 1, 3)
+    # RoIs in chunks, each after the previous one: the (chunk, P*C, L) intermediate of one
+    # chunk is alive at a time (training at 512 x 512, batch 2: 940 MB for all 1024 at once).
+    parts = []
+    previous = None
+    for begin in range(0, num, rois_per_call):
+        end = min(begin + rois_per_call, num)
+        first_part = first[:, begin:end].reshape(batch, (end - begin) * size, -1)
+        if previous is not None:
+            first_part = ops.depend(first_part, previous)
+        previous = _products(mat, first_part, second[:, begin:end].reshape(batch * (end - begin), size, -1))
+        parts.append(previous.reshape(batch, end - begin, -1))
+    pooled = parts[0] if len(parts) == 1 else ops.concat(parts, axis=1)
+    return pooled.reshape(batch * num, size, channels, size).transpose(order)
