@@ -43,8 +43,9 @@ def _run(recipe, as_json, **kwargs):
 @click.option("--images", "num_images", type=int, default=200, show_default=True,
               help="Data mode: synthetic JPEGs to write.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of weights and inputs.")
-@click.option("--fold-bn", is_flag=True,
-              help="Fold frozen BN into the convolutions (inference: all; training: frozen stages).")
+@click.option("--fold-bn/--no-fold-bn", default=None,
+              help="Fold frozen BN into the convolutions (inference: all, as eval and infer do; "
+                   "training: frozen stages). [default: on for infer, off for train]")
 @click.option("--threads", type=int, default=None,
               help="MindSpore runtime_num_threads [default: MindSpore's].")
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON line.")

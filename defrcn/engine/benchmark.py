@@ -286,7 +286,7 @@ def _environment(device):
 
 def benchmark_recipe(recipe_path, *, mode="infer", batch=None, size=None, iters=3, warmup=1,
                      overrides=(), device="CPU", breakdown=False, seed=0,
-                     num_images=DATA_NUM_IMAGES, fold_bn=False, threads=None):
+                     num_images=DATA_NUM_IMAGES, fold_bn=None, threads=None):
     """Measure one recipe; return a dict of plain values (see the module docstring).
 
     Args:
@@ -298,6 +298,7 @@ def benchmark_recipe(recipe_path, *, mode="infer", batch=None, size=None, iters=
         breakdown: infer only; also time backbone / RPN / ROI heads as separate graphs.
         fold_bn: fold frozen BN into the convolutions (`defrcn.modeling.fold_bn`) after
             calibration: all of them in inference, those of frozen convolutions in training.
+            None = on in inference (what tools/eval.py and tools/infer.py run), off in training.
         threads: MindSpore's `runtime_num_threads` (None: MindSpore's default).
     Keys: mode, recipe, batch, size, iters, warmup, median_ms, min_ms, peak_rss_mib, params,
     compile_s, proposals_per_image, device, mindspore (+ images_per_s in data mode, + stage
@@ -350,6 +351,8 @@ def _benchmark_model(recipe, mode, batch, size, iters, warmup, breakdown, seed, 
     folded = 0
     from defrcn.modeling.fold_bn import fold_frozen_bn
 
+    if fold_bn is None:
+        fold_bn = mode == "infer"
     for part in (model.backbone, model.roi_heads.res5):
         if fold_bn:
             folded += fold_frozen_bn(part, only_frozen_convs=(mode == "train"))

@@ -106,6 +106,9 @@ def evaluate_recipe(recipe_path, *, checkpoint, overrides=(), output_dir=None, p
     use_pcb = bool(cfg.test.pcb.enable) if pcb is None else bool(pcb)
     model = recipe.model(cfg)
     load_weights(model, checkpoint)
+    from defrcn.modeling.fold_bn import fold_for_inference
+
+    fold_for_inference(model)
     data = recipe.dataset(cfg, "test")
     rescore = None
     if use_pcb:

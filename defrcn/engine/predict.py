@@ -102,6 +102,7 @@ def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"
     import mindspore as ms
 
     from defrcn.checkpoint.io import load_checkpoint  # imports MindSpore: only when a model is built
+    from defrcn.modeling.fold_bn import fold_for_inference
 
     devices = ("CPU", "GPU", "Ascend")
     if device not in devices:
@@ -118,7 +119,7 @@ def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"
     params = load_checkpoint(str(checkpoint))  # before the (slower) model build
     model = recipe.model(cfg)
     _load_weights(model, params, str(checkpoint))
-    model.set_train(False)
+    fold_for_inference(model)
     return cfg, model, class_names
 
 

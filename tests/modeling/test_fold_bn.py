@@ -86,3 +86,29 @@ def test_frozen_bn_kernel_matches_the_affine_formula_in_value_and_input_gradient
     grad = ops.grad(lambda t: (bn(t) * 3.0).sum())(x).asnumpy()
     np.testing.assert_allclose(grad, np.broadcast_to(3.0 * scale.reshape(1, -1, 1, 1), grad.shape),
                                rtol=1e-5)
+
+
+def test_fold_for_inference_keeps_the_detections_of_a_frozen_bn_detector():
+    """What tools/eval.py and tools/infer.py do after loading weights: same detections."""
+    from defrcn.modeling.detector import build_detector
+    from defrcn.modeling.fold_bn import fold_for_inference
+
+    def build():
+        ms.set_seed(7)
+        model = build_detector(num_classes=3, depth=18, norm="frozen_bn", freeze_at=2, verbose=False,
+                               rpn=dict(pre_nms_topk_test=200, post_nms_topk_test=40),
+                               roi=dict(detections_per_image=10, score_thresh=0.0))
+        _randomise_statistics(model, np.random.default_rng(3))
+        return model
+
+    plain, folded = build(), build()
+    plain.set_train(False)
+    assert fold_for_inference(folded) == _count(plain, FrozenBatchNorm2d)
+    assert _count(folded, FrozenBatchNorm2d) == 0 and not folded.training
+    images = ms.Tensor(np.random.default_rng(4).standard_normal((1, 3, 96, 128)).astype(np.float32))
+    sizes = ms.Tensor(np.array([[96, 128]], np.float32))
+    expected = [o.asnumpy() for o in plain(images, sizes)]
+    got = [o.asnumpy() for o in folded(images, sizes)]
+    assert expected[3].sum() > 0
+    for a, b in zip(expected, got):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-3)
