@@ -100,8 +100,8 @@ def fold_for_inference(model):
     """Switch `model` to inference and fold all its frozen BN; return the number folded.
 
     For models that will not be trained or saved afterwards (their parameters change: see the
-    module docstring). Measured on R-101 inference at 512 x 512 (CPU): 5.04 -> 4.68 s, same
-    peak memory.
+    module docstring). R-101 inference at 512 x 512 on CPU: 0-7 % faster, same peak memory
+    (docs/benchmark.md).
     """
     model.set_train(False)
     return fold_frozen_bn(model)

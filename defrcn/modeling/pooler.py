@@ -70,11 +70,10 @@ class ROIPooler(nn.Cell):
             self.end_offset = -half_cell - float(roi_end_mode)
 
     def construct(self, features, boxes):
-        boxes = ops.stop_gradient(boxes)
-        if self.impl == "matmul":
+        if self.impl == "matmul":  # stops the gradient into boxes itself
             return roi_align_grouped(features, boxes, self.output_size, self.spatial_scale,
                                      self.sampling_ratio, self.aligned)
-        return self._kernel(features, boxes)
+        return self._kernel(features, ops.stop_gradient(boxes))
 
     def _kernel(self, features, boxes):
         batch, num = boxes.shape[0], boxes.shape[1]

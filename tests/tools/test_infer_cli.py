@@ -87,6 +87,26 @@ def test_writes_png_and_json_per_image_of_any_aspect(toy, tmp_path):
             assert d["category_id"] == id_of[d["category"]]
 
 
+def test_frozen_bn_model_is_folded_and_predicts_what_the_plain_one_does(toy, tmp_path):
+    """tools/infer.py folds frozen BN into the convolutions after loading the weights. A
+    model with frozen BN (folded) and the same weights read into trainable BN in inference
+    mode (never folded) compute the same function, so their detections must agree."""
+    overrides, checkpoint, _ = toy
+    _write_image(tmp_path / "image.jpg", 112, 128, seed=3)
+    records = {}
+    for norm in ("bn", "frozen_bn"):
+        out = tmp_path / norm
+        result = _run(RECIPE, "--checkpoint", checkpoint, tmp_path / "image.jpg", "--out", out,
+                      "--score-thresh", 0, overrides=overrides + [f"model.norm={norm}"])
+        assert result.returncode == 0, result.stderr
+        records[norm] = json.loads((out / "image.json").read_text())["detections"]
+    plain, folded = records["bn"][:10], records["frozen_bn"][:10]
+    assert len(plain) == 10 and len(folded) == 10
+    np.testing.assert_allclose([d["score"] for d in folded], [d["score"] for d in plain], atol=1e-3)
+    np.testing.assert_allclose([d["bbox"] for d in folded], [d["bbox"] for d in plain], atol=0.05)
+    assert [d["category"] for d in folded] == [d["category"] for d in plain]
+
+
 def test_unreadable_image_is_one_line_and_exit_2(toy, tmp_path):
     overrides, checkpoint, _ = toy
     _write_image(tmp_path / "good.jpg", 64, 64, seed=3)
