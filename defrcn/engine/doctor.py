@@ -244,7 +244,7 @@ def _check_frozen(cfg, init):
     findings = []
     pretrained = bool(init or m.get("base_weights", "") or m.get("weights", ""))
     if cfg.data.setting != "base" and m.freeze_at > DEFRCN_FINETUNE_FREEZE_AT:
-        trunk = "; with model.freeze_res5 only the RPN and the box predictor train" \
+        trunk = "; with model.freeze_res5 only the RPN, the two GDL affines and the box predictor train" \
             if m.get("freeze_res5") else ""
         findings.append(Finding("warning", f"model.freeze_at={m.freeze_at} freezes res4, which DeFRCN "
                                            f"fine-tunes (freeze_at {DEFRCN_FINETUNE_FREEZE_AT}){trunk}"))

@@ -68,6 +68,8 @@ def build_detector(*, num_classes, depth=101, norm="frozen_bn", freeze_at=3, str
     """
     trunk, res5 = build_resnet_c4(depth, norm=norm, freeze_at=freeze_at, stride_in_1x1=stride_in_1x1)
     if freeze_res5:
+        # ROI_HEADS.FREEZE_FEAT (the original's rcnn.py): res5's parameters stop training, yet the
+        # box losses still flow back through res5 to the ROI affine and, scaled by the GDL, to res4.
         for param in res5.get_parameters():
             param.requires_grad = False
     channels = trunk.out_channels
@@ -76,7 +78,7 @@ def build_detector(*, num_classes, depth=101, norm="frozen_bn", freeze_at=3, str
     pooler = ROIPooler(output_size=pooler_resolution, spatial_scale=1.0 / 16, sampling_ratio=0, aligned=True,
                        impl=pooler_impl)
     heads = Res5ROIHeads(pooler=pooler, res5=res5, predictor=predictor, num_classes=num_classes,
-                         freeze_res5=freeze_res5, sample_salt=sample_salt, **(roi or {}))
+                         sample_salt=sample_salt, **(roi or {}))
     model = DeFRCN(backbone=trunk,
                    rpn_branch=DecoupledBranch(channels, gdl_scale_rpn),
                    roi_branch=DecoupledBranch(channels, gdl_scale_roi),

@@ -37,14 +37,13 @@ class Res5ROIHeads(nn.Cell):
         positive_fraction: target share of foreground RoIs (0.25).
         iou_threshold: proposal/gt IoU at or above which a RoI is foreground (0.5).
         score_thresh, nms_thresh, detections_per_image, pre_nms_topk: inference settings.
-        freeze_res5: stop the gradient into res5 (DeFRCN fine-tuning, FREEZE_FEAT).
         sample_salt: separates the sampling streams of data-parallel ranks.
         inference_chunk: RoIs per image through pooling and res5 at once in inference.
     """
 
     def __init__(self, *, pooler, res5, predictor, num_classes, batch_size_per_image=512,
                  positive_fraction=0.25, iou_threshold=0.5, score_thresh=0.05, nms_thresh=0.5,
-                 detections_per_image=100, pre_nms_topk=4096, freeze_res5=False, sample_salt=0,
+                 detections_per_image=100, pre_nms_topk=4096, sample_salt=0,
                  inference_chunk=INFERENCE_CHUNK):
         super().__init__()
         self.pooler = pooler
@@ -58,7 +57,6 @@ class Res5ROIHeads(nn.Cell):
         self.nms_thresh = nms_thresh
         self.detections_per_image = detections_per_image
         self.pre_nms_topk = pre_nms_topk
-        self.freeze_res5 = freeze_res5
         self.sample_salt = sample_salt
         self.inference_chunk = int(inference_chunk)
         self.box_coder = BoxCoder(ROI_BOX_WEIGHTS)
@@ -82,10 +80,7 @@ class Res5ROIHeads(nn.Cell):
         return ops.concat(parts, axis=1).reshape(batch * num, -1)
 
     def _box_features_once(self, features, boxes):
-        feat = self.res5(self.pooler(features, boxes))
-        if self.freeze_res5:
-            feat = ops.stop_gradient(feat)
-        return feat.mean(axis=(2, 3))
+        return self.res5(self.pooler(features, boxes)).mean(axis=(2, 3))
 
     def label_and_sample(self, proposals, proposal_valid, gt_boxes, gt_classes, gt_valid, step):
         """Match proposals (plus the gt boxes) to gt and sample a fixed set per image.

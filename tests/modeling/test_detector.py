@@ -99,3 +99,39 @@ def test_inference_in_roi_chunks_equals_all_at_once():
     assert whole[3].sum() > 0
     for a, b in zip(whole, chunked):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def _fine_tune_gradients(gdl_scale_roi, source=None):
+    """(initial parameters, gradients of the total loss w.r.t. every trainable parameter) of a
+    frozen-BN R-18 with res5 frozen (DeFRCN fine-tuning), at sampler step 0; `source` is the
+    initial parameters of an earlier call, so every scale starts from the same weights."""
+    ms.set_seed(0)
+    model = _small_model(norm="frozen_bn", freeze_at=0, freeze_res5=True, gdl_scale_roi=gdl_scale_roi)
+    if source is not None:
+        ms.load_param_into_net(model, source)
+    initial = {p.name: ms.Parameter(p.data.copy(), name=p.name) for p in model.get_parameters()}
+    model.set_train(True)
+    weights = model.trainable_params()
+    grad_fn = ms.value_and_grad(lambda *a: model(*a)[0], None, weights)
+    _, grads = grad_fn(*_batch(seed=5))
+    return initial, {w.name: g.asnumpy() for w, g in zip(weights, grads)}
+
+
+def test_frozen_res5_still_passes_the_box_loss_gradient_to_the_affine_and_scaled_to_the_trunk():
+    """ROI_HEADS.FREEZE_FEAT as in the original: res5's parameters get no gradient, but the
+    box losses flow back through res5 to the ROI branch's affine and, times the GDL's lambda,
+    into the backbone (with lambda_rpn 0 the RPN adds nothing there)."""
+    initial, full = _fine_tune_gradients(1.0)
+    _, scaled = _fine_tune_gradients(0.01, source=initial)
+    _, cut = _fine_tune_gradients(0.0, source=initial)
+    assert not [n for n in full if n.startswith("roi_heads.res5")]
+    affine = "roi_branch.affine.weight"
+    assert np.abs(full[affine]).max() > 0
+    np.testing.assert_allclose(scaled[affine], full[affine], rtol=1e-5, atol=1e-8)
+    trunk = [n for n in full if n.startswith("backbone.layer3")]
+    assert trunk
+    for name in trunk:
+        assert np.abs(full[name]).max() > 0, name
+        np.testing.assert_allclose(scaled[name], 0.01 * full[name], rtol=1e-4,
+                                   atol=1e-6 * np.abs(full[name]).max())
+        assert not cut[name].any(), name

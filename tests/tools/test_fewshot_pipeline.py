@@ -5,6 +5,7 @@ table -> the same sweep again (every seed skipped) -> tools/eval.py without and 
 (the detector's own features: test.pcb.model "self") -> tools/aggregate.py over the sweep."""
 import json
 
+import numpy as np
 import pytest
 
 from defrcn.data.synthetic import BASE_CLASS_NAMES, NOVEL_CLASS_NAMES
@@ -61,6 +62,22 @@ def test_surgery_then_each_seed_fine_tunes_into_its_folder_from_the_surgery_outp
         metrics = pipeline["trained_metrics"][seed]  # the trainer's final evaluation (DESIGN 9)
         assert metrics is not None and METRIC_KEYS <= set(metrics), seed
         assert list(metrics["per_class"]) == BASE_CLASS_NAMES + NOVEL_CLASS_NAMES
+
+
+def test_fine_tuning_leaves_res5_bit_identical(pipeline):
+    """ROI_HEADS.FREEZE_FEAT: res5 keeps the surgery checkpoint's values exactly while the
+    rest trains (tests/modeling/test_detector.py checks the gradient that reaches the ROI
+    affine and res4 through res5)."""
+    import mindspore as ms
+
+    start = ms.load_checkpoint(str(pipeline["surgery_ckpt"]))
+    final = ms.load_checkpoint(str(pipeline["sweep_dir"] / "seed0" / "model_final.ckpt"))
+    res5 = [name for name in start if name.startswith("roi_heads.res5.")]
+    assert res5
+    for name in res5:
+        assert np.array_equal(start[name].asnumpy(), final[name].asnumpy()), name
+    assert not np.array_equal(start["roi_branch.affine.weight"].asnumpy(),
+                              final["roi_branch.affine.weight"].asnumpy())  # trained
 
 
 def test_the_sweep_ends_with_the_aggregate_table(pipeline):
