@@ -18,6 +18,9 @@ Two sources (DESIGN section 7; fact sheet section 7 item 11):
   moving_mean = 0, moving_variance = 1 - eps (eps = FrozenBatchNorm2d's 1e-5), so that
   gamma / sqrt(moving_variance + eps) = s exactly in float32 (checked: (1 - 1e-5) + 1e-5 == 1.0).
 
+Whole detectors (the original DeFRCN's `.pth`, the MindSpore port's `.ckpt`) are in
+`convert_detector.py`.
+
 Names and shapes are checked against the model they are meant for (mindcv's ResNet of the
 detected depth, or `build_detector` of that depth); a file that is not a ResNet gives one
 InputError line.
@@ -152,7 +155,8 @@ def convert_torchvision_state(state, source="state dict"):
 
 
 def read_torch_state_dict(path):
-    """{name: np.ndarray} of a PyTorch `.pth` state dict (torch.load, weights only, on CPU)."""
+    """{name: np.ndarray} of a PyTorch `.pth` state dict, bare or under a "state_dict" / "model" key
+    (torch.load, weights only, on CPU)."""
     path = str(path)
     if not os.path.isfile(path):
         raise InputError("file not found", path=path)
@@ -165,8 +169,10 @@ def read_torch_state_dict(path):
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for foreign or damaged files
         raise InputError(f"not a readable PyTorch file ({type(error).__name__})", path=path) from None
-    if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
-        content = content["state_dict"]
+    for key in ("state_dict", "model"):  # a bare state dict, or a checkpoint (detectron2 keeps "model")
+        if isinstance(content, dict) and isinstance(content.get(key), dict):
+            content = content[key]
+            break
     if not isinstance(content, dict):
         raise InputError(f"not a state dict (a {type(content).__name__})", path=path)
     return {name: value.detach().cpu().numpy() for name, value in content.items() if torch.is_tensor(value)}

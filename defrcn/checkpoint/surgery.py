@@ -8,8 +8,8 @@ DeFRCN's `tools/model_surgery.py` (fact sheet section 3), on parameter dicts:
   interleave with the base ones in the 80-class ascending-id order; VOC's come last); the
   background row (the LAST classifier row) is copied; every new row, classifier and box
   alike, is drawn from N(0, 0.01) and every new bias is 0.
-- `remove` (FSOD, the "fsod" setting): the four predictor entries are dropped; the
-  fine-tune model keeps its own freshly initialised predictor.
+- `remove` (FSOD, the "fsod" setting): the four predictor entries are dropped (a checkpoint
+  that has none passes as it is); the fine-tune model keeps its own freshly initialised predictor.
 
 Both drop the training state (names starting with `io.STATE_PREFIXES`: optimizer slots,
 iteration, RNG) and reset the detector's `sample_step` counter to 0; every other entry
@@ -139,7 +139,10 @@ def surgery(base_params, *, method, base_class_names, target_class_names=None, s
     base_names = _check_names(base_class_names, "base", source)
     target_names = _check_names(target_class_names, "target", source) \
         if method == "randinit" or target_class_names else []
-    arrays = _predictor(base_params, len(base_names), source)
+    # remove: a checkpoint without a predictor (the original's model_reset_remove.pth, converted)
+    # has nothing to drop.
+    has_predictor = method == "randinit" or any(key in base_params for key in PREDICTOR_KEYS)
+    arrays = _predictor(base_params, len(base_names), source) if has_predictor else None
 
     result = {}
     for name, value in base_params.items():
