@@ -20,6 +20,7 @@ from mindspore import Parameter
 from mindspore.common.initializer import initializer
 from mindcv.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from defrcn.modeling.padding import region_mask
 from defrcn.modeling.param_count import count_parameters  # noqa: F401  (re-exported)
 
 __all__ = ["FrozenBatchNorm2d", "ResNetTrunk", "ResNetRes5", "build_resnet_c4", "freeze_cell",
@@ -109,6 +110,11 @@ def freeze_cell(cell):
 class ResNetTrunk(nn.Cell):
     """Stem + res2..res4 (mindcv conv1/bn1/relu/max_pool + layer1..layer3): (B,3,H,W) -> (B,C4,H/16,W/16).
 
+    construct(x, extent=None): with `extent` (B, 2) float32 (see `defrcn.modeling.padding`),
+    every map is zeroed outside the extent before the max-pool and before each 3x3
+    convolution, so the result inside the extent is what the network gives on an input of
+    exactly that size (zero-padded), whatever the canvas.
+
     Attributes: out_channels (1024 bottleneck, 256 basic), stride (16), freeze_at. Stages up to
     `freeze_at` (1 stem, 2 +res2, 3 +res3, 4 +res4) have no trainable parameters and their output
     is cut from the gradient.
@@ -128,7 +134,25 @@ class ResNetTrunk(nn.Cell):
         self.stride = 16
         self.freeze_at = freeze_at
 
-    def construct(self, x):
+    def construct(self, x, extent=None):
+        if extent is None:
+            return self._unmasked(x)
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.max_pool(x * region_mask(extent, x.shape[2], x.shape[3], 2))
+        if self.freeze_at >= 1:
+            x = ops.stop_gradient(x)
+        x = self._masked_stage(self.layer1, x, extent, 4, 4)
+        if self.freeze_at >= 2:
+            x = ops.stop_gradient(x)
+        x = self._masked_stage(self.layer2, x, extent, 4, 8)
+        if self.freeze_at >= 3:
+            x = ops.stop_gradient(x)
+        x = self._masked_stage(self.layer3, x, extent, 8, 16)
+        if self.freeze_at >= 4:
+            x = ops.stop_gradient(x)
+        return x
+
+    def _unmasked(self, x):
         x = self.max_pool(self.relu(self.bn1(self.conv1(x))))
         if self.freeze_at >= 1:
             x = ops.stop_gradient(x)
@@ -142,6 +166,35 @@ class ResNetTrunk(nn.Cell):
         if self.freeze_at >= 4:
             x = ops.stop_gradient(x)
         return x
+
+    def _masked_stage(self, stage, x, extent, stride_in, stride_out):
+        mask_in = region_mask(extent, x.shape[2], x.shape[3], stride_in)
+        height, width = _strided(x.shape[2], stride_out // stride_in), _strided(x.shape[3], stride_out // stride_in)
+        mask_out = region_mask(extent, height, width, stride_out)
+        for block in stage:
+            x = _masked_block(block, x, mask_in, mask_out)
+            mask_in = mask_out
+        return x
+
+
+def _strided(length, factor):
+    return (length + factor - 1) // factor
+
+
+def _masked_block(block, x, mask_in, mask_out):
+    """A mindcv BasicBlock / Bottleneck forward with the input of each 3x3 conv masked.
+
+    mask_in / mask_out: region masks at the block's input and output strides."""
+    if isinstance(block, Bottleneck):
+        out = block.relu(block.bn1(block.conv1(x)))
+        out = out * (mask_in if out.shape[2] == mask_in.shape[2] else mask_out)
+        out = block.relu(block.bn2(block.conv2(out)))
+        out = block.bn3(block.conv3(out))
+    else:
+        out = block.relu(block.bn1(block.conv1(x * mask_in)))
+        out = block.bn2(block.conv2(out * mask_out))
+    identity = x if block.down_sample is None else block.down_sample(x)
+    return block.relu(out + identity)
 
 
 class ResNetRes5(nn.Cell):

@@ -16,6 +16,7 @@ from mindspore import Parameter, Tensor
 
 from defrcn.modeling.backbone import build_resnet_c4, count_parameters
 from defrcn.modeling.gdl import DecoupledBranch
+from defrcn.modeling.padding import padded_extent
 from defrcn.modeling.pooler import ROIPooler
 from defrcn.modeling.predictor import BoxPredictor
 from defrcn.modeling.roi_heads import Res5ROIHeads
@@ -29,8 +30,9 @@ class DeFRCN(nn.Cell):
 
     loss_names = LOSS_NAMES
 
-    def __init__(self, *, backbone, rpn_branch, roi_branch, rpn, roi_heads):
+    def __init__(self, *, backbone, rpn_branch, roi_branch, rpn, roi_heads, size_divisibility=0):
         super().__init__()
+        self.size_divisibility = int(size_divisibility)
         self.backbone = backbone
         self.rpn_branch = rpn_branch
         self.roi_branch = roi_branch
@@ -40,31 +42,41 @@ class DeFRCN(nn.Cell):
         self.sample_step = Parameter(Tensor(0, ms.int32), name="sample_step", requires_grad=False)
 
     def construct(self, images, image_sizes, gt_boxes=None, gt_classes=None, gt_valid=None):
-        features = self.backbone(images)
+        # Training batches are padded to their largest image, inference to each image's own
+        # size (DeFRCN tests one image at a time): see defrcn.modeling.padding.
+        extent = padded_extent(image_sizes, self.size_divisibility, batch_max=self.training)
+        features = self.backbone(images, extent)
         rpn_features = self.rpn_branch(features)
         roi_features = self.roi_branch(features)
         if self.training:
             step = self.sample_step * 1
             proposals, proposal_valid, loss_rpn_cls, loss_rpn_loc = self.proposal_generator(
-                rpn_features, image_sizes, gt_boxes, gt_valid, step)
+                rpn_features, image_sizes, gt_boxes, gt_valid, step, extent)
             loss_cls, loss_box_reg = self.roi_heads(
                 roi_features, proposals, proposal_valid, image_sizes, gt_boxes, gt_classes, gt_valid,
-                step)
+                step, extent)
             total = loss_rpn_cls + loss_rpn_loc + loss_cls + loss_box_reg
             total = ops.depend(total, ops.assign_add(self.sample_step, Tensor(1, ms.int32)))
             return total, loss_rpn_cls, loss_rpn_loc, loss_cls, loss_box_reg
-        proposals, proposal_valid = self.proposal_generator(rpn_features, image_sizes, gt_boxes, gt_valid)
-        return self.roi_heads(roi_features, proposals, proposal_valid, image_sizes)
+        proposals, proposal_valid = self.proposal_generator(rpn_features, image_sizes, gt_boxes, gt_valid,
+                                                            None, extent)
+        return self.roi_heads(roi_features, proposals, proposal_valid, image_sizes, None, None, None, None,
+                              extent)
 
 
 def build_detector(*, num_classes, depth=101, norm="frozen_bn", freeze_at=3, stride_in_1x1=True,
                    gdl_scale_rpn=0.0, gdl_scale_roi=0.75, freeze_res5=False, cls_dropout=0.0,
-                   pooler_resolution=7, pooler_impl="matmul", rpn=None, roi=None, sample_salt=0, verbose=True):
+                   pooler_resolution=7, pooler_impl="matmul", rpn=None, roi=None, sample_salt=0,
+                   size_divisibility=0, verbose=True):
     """Build DeFRCN from plain values (the recipe's `model(cfg)` maps cfg onto these).
 
     `rpn` and `roi` are dicts of keyword arguments for `RPN` and `Res5ROIHeads`
     (e.g. post_nms_topk_train, batch_size_per_image); unspecified ones keep DeFRCN's values.
     `sample_salt` (the data-parallel rank) gives each rank its own sampling stream.
+    `size_divisibility`: the padding multiple the results are computed for (detectron2's
+    `Backbone.size_divisibility`, 0 for the C4 ResNet): whatever the canvas, the detector gives
+    what detectron2 gives on the image padded to that multiple (and to the batch's largest
+    image in training).
     """
     trunk, res5 = build_resnet_c4(depth, norm=norm, freeze_at=freeze_at, stride_in_1x1=stride_in_1x1)
     if freeze_res5:
@@ -82,7 +94,7 @@ def build_detector(*, num_classes, depth=101, norm="frozen_bn", freeze_at=3, str
     model = DeFRCN(backbone=trunk,
                    rpn_branch=DecoupledBranch(channels, gdl_scale_rpn),
                    roi_branch=DecoupledBranch(channels, gdl_scale_roi),
-                   rpn=rpn_cell, roi_heads=heads)
+                   rpn=rpn_cell, roi_heads=heads, size_divisibility=size_divisibility)
     if verbose:
         counts = count_parameters(model)
         print(f"DeFRCN R-{depth} C4, {num_classes} classes: {counts['total']:,} parameters "

@@ -17,8 +17,11 @@ __all__ = ["GradientDecoupledLayer", "ChannelAffine", "DecoupledBranch"]
 class GradientDecoupledLayer(nn.Cell):
     """Identity forward; backward multiplies the incoming gradient by `scale`.
 
-    scale 0 returns exact zeros (not 0 * gradient, which would turn inf into NaN).
-    Works in GRAPH_MODE and PYNATIVE_MODE (custom bprop).
+    Written as stop_gradient(x) + (x * scale - stop_gradient(x * scale)): the bracket is exactly
+    0 for finite x, and only x * scale carries a gradient. scale 0 is stop_gradient(x): exact
+    zeros (not 0 * gradient, which would turn inf into NaN). A Cell `bprop` would be shorter,
+    but MindSpore 2.8 may run one instance's bprop for another instance of the class after a
+    PyNative run, which gave every GDL the first one's scale.
     """
 
     def __init__(self, scale):
@@ -26,12 +29,12 @@ class GradientDecoupledLayer(nn.Cell):
         self.scale = float(scale)
 
     def construct(self, x):
-        return x
-
-    def bprop(self, x, out, dout):
         if self.scale == 0.0:
-            return (ops.zeros_like(dout),)
-        return (dout * self.scale,)
+            return ops.stop_gradient(x)
+        if self.scale == 1.0:
+            return x
+        scaled = x * self.scale
+        return ops.stop_gradient(x) + (scaled - ops.stop_gradient(scaled))
 
     def extend_repr(self):
         return f"scale={self.scale}"

@@ -46,8 +46,9 @@ class ROIPooler(nn.Cell):
         impl: "matmul" or "kernel" (see the module docstring).
 
     construct(features (B, C, H, W) float32, boxes (B, N, 4) float32 [x0, y0, x1, y1] in image
-    pixels, N per image) -> (B*N, C, output_size, output_size), image-major. No gradient flows
-    into `boxes`.
+    pixels, N per image, valid_cells=None) -> (B*N, C, output_size, output_size), image-major.
+    No gradient flows into `boxes`. `valid_cells` (B, 2) float32: each image's map ends at
+    these rows and columns for sampling ("matmul" only; the kernel samples the whole map).
     """
 
     def __init__(self, output_size=7, spatial_scale=1.0 / 16, sampling_ratio=0, aligned=True, impl="matmul"):
@@ -69,10 +70,10 @@ class ROIPooler(nn.Cell):
             self.start_offset = -half_cell
             self.end_offset = -half_cell - float(roi_end_mode)
 
-    def construct(self, features, boxes):
+    def construct(self, features, boxes, valid_cells=None):
         if self.impl == "matmul":  # stops the gradient into boxes itself
             return roi_align_grouped(features, boxes, self.output_size, self.spatial_scale,
-                                     self.sampling_ratio, self.aligned)
+                                     self.sampling_ratio, self.aligned, valid_cells=valid_cells)
         return self._kernel(features, ops.stop_gradient(boxes))
 
     def _kernel(self, features, boxes):

@@ -2,9 +2,15 @@
 
 Per image: softmax scores, class-specific decoding, clipping to the image, score
 threshold, per-class NMS, the best `detections_per_image`. Static shapes: a fixed
-number of output slots with a validity mask. Candidates are first cut to the
-`pre_nms_topk` best (class, box) pairs; with thousands of slots this only matters
-when more than that many pairs pass the score threshold.
+number of output slots with a validity mask.
+
+Candidates are first cut to the `pre_nms_topk` best (class, box) pairs, where detectron2
+keeps every pair above the threshold. The cut is exact whenever at least
+`detections_per_image` of those best pairs survive NMS: greedy NMS decides a pair's fate
+from higher-scored pairs only, and all of those are inside the cut, so the survivors among
+the best pairs are the same and every pair below the cut scores lower than them. Only an
+image where fewer than `detections_per_image` of the best pairs survive can miss tail
+detections (those scoring below the cut's lowest score).
 """
 import mindspore as ms
 import mindspore.ops as ops

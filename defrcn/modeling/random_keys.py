@@ -26,7 +26,12 @@ def hash_uniform(size, step, salt):
         step: scalar tensor (int or float), e.g. the detector's iteration counter.
         salt: Python number separating independent streams (image in batch, rank, stage).
     """
-    index = ops.arange(0, size, dtype=ms.int32)
+    return hash_uniform_at(ops.arange(0, size, dtype=ms.int32), step, salt)
+
+
+def hash_uniform_at(index, step, salt):
+    """Keys in [0, 1) for the non-negative int32 positions `index` (any shape): the key of a
+    position is the one `hash_uniform` gives it."""
     permuted = ((index % _PRIME) * 31337) % _PRIME
     r = permuted.astype(ms.float32) / _PRIME
     block = (index // _PRIME).astype(ms.float32)

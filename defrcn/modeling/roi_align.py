@@ -39,13 +39,15 @@ def max_samples_per_bin(length, output_size, sampling_ratio):
     return int(math.ceil((length + 1) / output_size))
 
 
-def axis_weights(start, size, length, output_size, sampling_ratio, max_samples):
+def axis_weights(start, size, length, output_size, sampling_ratio, max_samples, limit=None):
     """Per-bin sampling weights along one axis.
 
     Args:
         start, size: (..., 1) float32 RoI start and extent in feature cells (already offset
             and, for unaligned RoIAlign, clamped).
         length: feature map extent along the axis (H or W).
+        limit: optional float32 tensor broadcastable to (..., 1, 1): the map ends there for
+            the border rules (cells past it get no weight), e.g. per image.
         output_size: bins along the axis (P).
         sampling_ratio: points per bin; 0 = ceil(size / output_size) (adaptive).
         max_samples: static number of sample slots (see max_samples_per_bin).
@@ -69,8 +71,9 @@ def axis_weights(start, size, length, output_size, sampling_ratio, max_samples):
     safe_grid = safe_grid.expand_dims(-1)
     # sample coordinates (..., P, S) and which slots are real samples
     coords = start + bins * bin_size + (slots + 0.5) * bin_size / safe_grid
-    used = ops.logical_and(slots < grid, ops.logical_and(coords >= -1.0, coords <= float(length)))
-    coords = ops.clip_by_value(coords, 0.0, float(length - 1))
+    end = float(length) if limit is None else limit
+    used = ops.logical_and(slots < grid, ops.logical_and(coords >= -1.0, coords <= end))
+    coords = ops.minimum(ops.maximum(coords, 0.0), end - 1.0)
     cells = ops.arange(length, dtype=ms.float32)  # (L,)
     hat = ops.relu(1.0 - ops.abs(coords.expand_dims(-1) - cells))  # (..., P, S, L)
     hat = hat * used.astype(ms.float32).expand_dims(-1)
@@ -101,7 +104,7 @@ _products = _SeparableProducts()
 
 
 def roi_align_grouped(features, boxes, output_size, spatial_scale, sampling_ratio=0, aligned=True,
-                      channels_last=False, rois_per_call=ROIS_PER_CALL):
+                      channels_last=False, rois_per_call=ROIS_PER_CALL, valid_cells=None):
     """ROIAlign of boxes grouped by image.
 
     Args:
@@ -110,6 +113,8 @@ def roi_align_grouped(features, boxes, output_size, spatial_scale, sampling_rati
         output_size, spatial_scale, sampling_ratio, aligned: as detectron2's ROIAlign.
         channels_last: return (B*N, P, P, C) instead of (B*N, C, P, P).
         rois_per_call: boxes per image pooled at once (memory, not results).
+        valid_cells: optional (B, 2) float32 rows and columns of each image's map: sampling
+            treats the map as ending there (detectron2 on a map of that size).
 
     Returns:
         (B*N, C, P, P) float32 (or channels last). No gradient flows into `boxes`.
@@ -124,10 +129,14 @@ def roi_align_grouped(features, boxes, output_size, spatial_scale, sampling_rati
     roi_w, roi_h = x1 - x0, y1 - y0
     if not aligned:
         roi_w, roi_h = ops.maximum(roi_w, 1.0), ops.maximum(roi_h, 1.0)
+    limit_y = limit_x = None
+    if valid_cells is not None:
+        limit_y = valid_cells[:, 0].reshape(batch, 1, 1, 1)
+        limit_x = valid_cells[:, 1].reshape(batch, 1, 1, 1)
     weight_y = axis_weights(y0, roi_h, height, size, sampling_ratio,
-                            max_samples_per_bin(height, size, sampling_ratio))  # (B, N, P, H)
+                            max_samples_per_bin(height, size, sampling_ratio), limit_y)  # (B, N, P, H)
     weight_x = axis_weights(x0, roi_w, width, size, sampling_ratio,
-                            max_samples_per_bin(width, size, sampling_ratio))  # (B, N, P, W)
+                            max_samples_per_bin(width, size, sampling_ratio), limit_x)  # (B, N, P, W)
     weight_y = ops.stop_gradient(weight_y)
     weight_x = ops.stop_gradient(weight_x)
     # Contract the longer axis first: the intermediate then holds the shorter one.

@@ -5,7 +5,8 @@ number of RoIs per image -> ROIAlign 7x7 on res4 -> res5 -> mean pool -> predict
 softmax CE and L1 box loss. Inference: the same features for the RPN's proposals,
 then `postprocess.detect` (per-class decode, score threshold, per-class NMS, top-k).
 All shapes are static: every image contributes exactly `batch_size_per_image` RoIs,
-with a validity weight for the slots that could not be filled.
+with a validity weight for the slots that could not be filled. With an `extent`
+(`defrcn.modeling.padding`) ROIAlign samples each image's map as if it ended there.
 """
 import mindspore as ms
 import mindspore.nn as nn
@@ -13,6 +14,7 @@ import mindspore.ops as ops
 
 from defrcn.modeling.box_coding import BoxCoder
 from defrcn.modeling.boxes import pairwise_iou
+from defrcn.modeling import padding
 from defrcn.modeling.matching import match
 from defrcn.modeling.postprocess import detect
 from defrcn.modeling.random_keys import hash_uniform
@@ -47,6 +49,7 @@ class Res5ROIHeads(nn.Cell):
                  inference_chunk=INFERENCE_CHUNK):
         super().__init__()
         self.pooler = pooler
+        self.feature_stride = round(1.0 / pooler.spatial_scale)
         self.res5 = res5
         self.box_predictor = predictor
         self.num_classes = num_classes
@@ -61,11 +64,12 @@ class Res5ROIHeads(nn.Cell):
         self.inference_chunk = int(inference_chunk)
         self.box_coder = BoxCoder(ROI_BOX_WEIGHTS)
 
-    def _box_features(self, features, boxes):
-        """features (B, C, H, W), boxes (B, N, 4) -> pooled vectors (B*N, C5)."""
+    def _box_features(self, features, boxes, valid_cells=None):
+        """features (B, C, H, W), boxes (B, N, 4) -> pooled vectors (B*N, C5); `valid_cells`
+        (B, 2): the rows and columns of each image's map the pooler samples (None: all)."""
         num = boxes.shape[1]
         if self.training or num <= self.inference_chunk:
-            return self._box_features_once(features, boxes)
+            return self._box_features_once(features, boxes, valid_cells)
         # Inference: pool and run res5 chunk by chunk, each chunk ordered after the previous
         # one, so the pooled maps and res5 activations of only one chunk are alive at a time.
         batch = boxes.shape[0]
@@ -75,12 +79,12 @@ class Res5ROIHeads(nn.Cell):
             chunk = boxes[:, start:min(start + self.inference_chunk, num)]
             if previous is not None:
                 chunk = ops.depend(chunk, previous)
-            previous = self._box_features_once(features, chunk)
+            previous = self._box_features_once(features, chunk, valid_cells)
             parts.append(previous.reshape(batch, chunk.shape[1], -1))
         return ops.concat(parts, axis=1).reshape(batch * num, -1)
 
-    def _box_features_once(self, features, boxes):
-        return self.res5(self.pooler(features, boxes)).mean(axis=(2, 3))
+    def _box_features_once(self, features, boxes, valid_cells):
+        return self.res5(self.pooler(features, boxes, valid_cells)).mean(axis=(2, 3))
 
     def label_and_sample(self, proposals, proposal_valid, gt_boxes, gt_classes, gt_valid, step):
         """Match proposals (plus the gt boxes) to gt and sample a fixed set per image.
@@ -129,16 +133,17 @@ class Res5ROIHeads(nn.Cell):
         return loss_cls, loss_box
 
     def construct(self, features, proposals, proposal_valid, image_sizes,
-                  gt_boxes=None, gt_classes=None, gt_valid=None, step=None):
+                  gt_boxes=None, gt_classes=None, gt_valid=None, step=None, extent=None):
+        valid_cells = None if extent is None else padding.valid_cells(extent, self.feature_stride)
         if self.training:
             boxes, classes, targets, weights = self.label_and_sample(
                 ops.stop_gradient(proposals), proposal_valid, gt_boxes, gt_classes, gt_valid, step)
-            feats = self._box_features(features, boxes)
+            feats = self._box_features(features, boxes, valid_cells)
             logits, deltas = self.box_predictor(feats)
             flat = boxes.shape[0] * boxes.shape[1]
             return self.losses(logits, deltas, boxes.reshape(flat, 4), classes.reshape(flat),
                                targets.reshape(flat, 4), weights.reshape(flat))
-        feats = self._box_features(features, proposals)
+        feats = self._box_features(features, proposals, valid_cells)
         logits, deltas = self.box_predictor(feats)
         return detect(
             logits, deltas, proposals, proposal_valid, image_sizes, self.box_coder,

@@ -12,7 +12,8 @@ from defrcn.modeling.box_coding import RPN_BOX_WEIGHTS, BoxCoder
 from defrcn.modeling.boxes import clip_boxes, nonempty_mask, pairwise_iou
 from defrcn.modeling.matching import match
 from defrcn.modeling.nms import first_kept_positions, nms_keep_mask_sorted
-from defrcn.modeling.random_keys import hash_uniform
+from defrcn.modeling.padding import region_mask
+from defrcn.modeling.random_keys import hash_uniform_at
 from defrcn.modeling.sampling import sample_balanced
 
 __all__ = ["RPNHead", "RPN", "flatten_objectness", "flatten_deltas", "smooth_l1", "bce_with_logits"]
@@ -21,6 +22,9 @@ __all__ = ["RPNHead", "RPN", "flatten_objectness", "flatten_deltas", "smooth_l1"
 HEAD_INIT_STD = 0.01
 # detectron2 MODEL.RPN.IOU_LABELS for IOU_THRESHOLDS (low, high).
 RPN_IOU_LABELS = (0, -1, 1)
+# Row length (map columns) of the anchor key index: anchors keep their sampling key on any
+# canvas up to 16384 pixels wide.
+KEY_ROW_CELLS = 1024
 
 
 def flatten_objectness(objectness):
@@ -75,17 +79,21 @@ class RPN(nn.Cell):
     """Anchors + head + proposals (+ losses when training).
 
     construct(features (B, C, H, W), image_sizes (B, 2) float (height, width) of the resized
-    content, gt_boxes (B, G, 4) XYXY, gt_valid (B, G), step=None):
+    content, gt_boxes (B, G, 4) XYXY, gt_valid (B, G), step=None, extent=None):
       training: (proposals (B, post_nms_topk_train, 4), proposal_valid (B, K) float32,
                  loss_objectness, loss_box)
       eval:     (proposals (B, post_nms_topk_test, 4), proposal_valid (B, K) float32)
     Proposals are sorted by objectness, invalid slots hold zero boxes, no gradient flows
     through them. gt_boxes / gt_valid may be None in eval. Pick the mode with set_train().
 
-    Anchor sampling keys come from `hash_uniform(#anchors, step, 7919 * sample_salt + 2 * b)`
+    With `extent` (B, 2) (`defrcn.modeling.padding`), the head's input is zeroed outside it
+    and only the anchors on map positions inside it are used, as if the map ended there.
+
+    Anchor sampling keys come from `hash_uniform_at(anchor key, step, 7919 * sample_salt + 2 * b)`
     (image b; the ROI heads use the odd salts) when `step` (scalar tensor, the training
-    iteration) is given, so a resumed run samples exactly as before; with step=None a
-    stateful `ops.UniformReal` (seeded by ms.set_seed) is used instead.
+    iteration) is given, so a resumed run samples exactly as before; the anchor key depends on
+    the anchor's map position, not on the map's width, so the samples do not depend on the
+    canvas. With step=None a stateful `ops.UniformReal` (seeded by ms.set_seed) is used instead.
     """
 
     def __init__(self, *, in_channels, anchor_sizes=(32, 64, 128, 256, 512),
@@ -117,23 +125,46 @@ class RPN(nn.Cell):
         self.sample_salt = int(sample_salt)
         self.uniform = ops.UniformReal()
 
-    def construct(self, features, image_sizes, gt_boxes=None, gt_valid=None, step=None):
+    def construct(self, features, image_sizes, gt_boxes=None, gt_valid=None, step=None, extent=None):
+        anchor_valid = None
+        if extent is not None:
+            mask = region_mask(extent, features.shape[2], features.shape[3], self.anchor_generator.stride)
+            features = features * mask
+            anchor_valid = self._anchor_valid(mask)
         objectness, deltas = self.head(features)
         anchors = self.anchor_generator(features)
         logits = flatten_objectness(objectness)
         deltas = flatten_deltas(deltas)
+        proposal_logits = logits
+        if anchor_valid is not None:
+            proposal_logits = ops.where(anchor_valid, logits, ops.full_like(logits, float("-inf")))
 
         if self.training:
             pre_topk, post_topk = self.pre_nms_topk_train, self.post_nms_topk_train
         else:
             pre_topk, post_topk = self.pre_nms_topk_test, self.post_nms_topk_test
         proposals, proposal_valid = self._proposals(
-            ops.stop_gradient(logits), ops.stop_gradient(deltas), anchors, image_sizes,
+            ops.stop_gradient(proposal_logits), ops.stop_gradient(deltas), anchors, image_sizes,
             pre_topk, post_topk)
         if not self.training:
             return proposals, proposal_valid
-        loss_objectness, loss_box = self._losses(logits, deltas, anchors, gt_boxes, gt_valid, step)
+        loss_objectness, loss_box = self._losses(logits, deltas, anchors, gt_boxes, gt_valid, step,
+                                                 anchor_valid, features.shape[3])
         return proposals, proposal_valid, loss_objectness, loss_box
+
+    def _anchor_valid(self, mask):
+        """(B, 1, H, W) region mask -> (B, H * W * A) bool, the anchor order."""
+        batch, height, width = mask.shape[0], mask.shape[2], mask.shape[3]
+        per_anchor = ops.broadcast_to(mask.reshape(batch, height, width, 1),
+                                      (batch, height, width, self.num_anchors))
+        return per_anchor.reshape(batch, -1) > 0.5
+
+    def _sampling_keys(self, num_total, width, step, salt):
+        anchors_per_row = width * self.num_anchors
+        index = ops.arange(0, num_total, dtype=ms.int32)
+        row = index // anchors_per_row
+        key_index = row * (KEY_ROW_CELLS * self.num_anchors) + index % anchors_per_row
+        return hash_uniform_at(key_index, step, salt)
 
     def _proposals(self, logits, deltas, anchors, image_sizes, pre_topk, post_topk):
         batch, num_total = logits.shape[0], logits.shape[1]
@@ -157,18 +188,22 @@ class RPN(nn.Cell):
         proposals = ops.stop_gradient(ops.stack(all_boxes))
         return proposals, ops.stop_gradient(ops.stack(all_valid))
 
-    def _losses(self, logits, deltas, anchors, gt_boxes, gt_valid, step):
+    def _losses(self, logits, deltas, anchors, gt_boxes, gt_valid, step, anchor_valid, width):
         batch, num_total = logits.shape[0], logits.shape[1]
         loss_objectness = ops.zeros((), ms.float32)
         loss_box = ops.zeros((), ms.float32)
         for image in range(batch):
             iou = pairwise_iou(gt_boxes[image], anchors)
+            if anchor_valid is not None:  # anchors outside the extent match nothing
+                iou = ops.where(anchor_valid[image].reshape(1, -1), iou, ops.full_like(iou, -1.0))
             matched_gt, labels = match(iou, gt_valid[image], self.iou_thresholds,
                                        RPN_IOU_LABELS, allow_low_quality_matches=True)
+            if anchor_valid is not None:
+                labels = ops.where(anchor_valid[image], labels, ops.full_like(labels, -1))
             if step is None:
                 keys = self.uniform((num_total,))
             else:
-                keys = hash_uniform(num_total, step, 7919 * self.sample_salt + 2 * image)
+                keys = self._sampling_keys(num_total, width, step, 7919 * self.sample_salt + 2 * image)
             indices, sample_labels, sample_valid = sample_balanced(
                 labels, self.batch_size_per_image, self.positive_fraction, keys)
             indices = ops.stop_gradient(indices)

@@ -29,6 +29,7 @@ import numpy as np
 from defrcn.data.transforms import (choose_canvas, normalize_image, normalize_to_canvas, resize_image,
                                     resize_scale, resized_shape)
 from defrcn.errors import InputError
+from defrcn.modeling.padding import valid_cells
 
 __all__ = ["RESNET_DEPTHS", "IMAGENET_PIXEL_FORMAT", "roi_align_1x1", "ImageNetResNetFeatures",
            "DetectorFeatures", "build_feature_model"]
@@ -168,7 +169,10 @@ class ImageNetResNetFeatures:
 
 
 class _DetectorBoxHead(nn.Cell):
-    """The detector's trunk, ROI branch, pooler and res5 (shared, not copied; no renaming)."""
+    """The detector's trunk, ROI branch, pooler and res5 (shared, not copied; no renaming).
+
+    construct(image (1, 3, H, W) canvas, boxes (1, N, 4), extent (1, 2) content size): the
+    features the detector computes on that image, whatever the canvas."""
 
     def __init__(self, detector):
         super().__init__(auto_prefix=False)
@@ -176,10 +180,12 @@ class _DetectorBoxHead(nn.Cell):
         self.roi_branch = detector.roi_branch
         self.pooler = detector.roi_heads.pooler
         self.res5 = detector.roi_heads.res5
+        self.feature_stride = detector.roi_heads.feature_stride
 
-    def construct(self, image, boxes):
-        features = self.roi_branch(self.backbone(image))
-        return self.res5(self.pooler(features, boxes)).mean(axis=(2, 3))
+    def construct(self, image, boxes, extent):
+        features = self.roi_branch(self.backbone(image, extent))
+        pooled = self.pooler(features, boxes, valid_cells(extent, self.feature_stride))
+        return self.res5(pooled).mean(axis=(2, 3))
 
 
 # RoIs per call are padded up to a multiple of this (static shapes in graph mode: a few buckets).
@@ -234,7 +240,8 @@ class DetectorFeatures:
         flags = [(cell, cell.training) for _, cell in self.head.cells_and_names()]
         self.head.set_train(False)
         try:
-            out = self.head(ms.Tensor(chw[None]), ms.Tensor(canvas_boxes)).asnumpy()
+            extent = ms.Tensor(np.array([resized.shape[:2]], np.float32))
+            out = self.head(ms.Tensor(chw[None]), ms.Tensor(canvas_boxes), extent).asnumpy()
         finally:
             for cell, training in flags[1:]:
                 cell.set_train(training)

@@ -73,6 +73,9 @@ def _defrcn_defaults():
             cls_dropout=0.0,  # ROI_HEADS.CLS_DROPOUT off (0.8 when on)
             pooler_resolution=7,  # defaults.py POOLER_RESOLUTION
             pooler_impl="matmul",  # ROIAlign as two matmuls (exact, fast); "kernel" = ops.ROIAlign
+            # detectron2 Backbone.size_divisibility (0 for the C4 ResNet): whatever the canvas, results
+            # are those of the image padded only to the batch's largest (one image at test time)
+            size_divisibility=0,
             rpn=dict(  # keyword arguments of defrcn.modeling.rpn.RPN (detectron2 v0.3 values)
                 anchor_sizes=[32, 64, 128, 256, 512],
                 anchor_aspect_ratios=[0.5, 1.0, 2.0],

@@ -112,7 +112,11 @@ def _fine_tune_gradients(gdl_scale_roi, source=None):
     initial = {p.name: ms.Parameter(p.data.copy(), name=p.name) for p in model.get_parameters()}
     model.set_train(True)
     weights = model.trainable_params()
-    grad_fn = ms.value_and_grad(lambda *a: model(*a)[0], None, weights)
+
+    def total_loss(*inputs):
+        return model(*inputs)[0]
+
+    grad_fn = ms.value_and_grad(total_loss, None, weights)
     _, grads = grad_fn(*_batch(seed=5))
     return initial, {w.name: g.asnumpy() for w, g in zip(weights, grads)}
 
@@ -135,3 +139,59 @@ def test_frozen_res5_still_passes_the_box_loss_gradient_to_the_affine_and_scaled
         np.testing.assert_allclose(scaled[name], 0.01 * full[name], rtol=1e-4,
                                    atol=1e-6 * np.abs(full[name]).max())
         assert not cut[name].any(), name
+
+
+CONTENT = (100, 120)  # not a multiple of 16: the maps end mid-way in every canvas
+CANVASES = ((112, 128), (128, 160), (160, 208))
+
+
+def _in_canvas(images, canvas):
+    out = np.zeros(images.shape[:2] + canvas, np.float32)
+    out[..., :images.shape[2], :images.shape[3]] = images
+    return ms.Tensor(out)
+
+
+def _canvas_model():
+    ms.set_seed(0)
+    model = _small_model(norm="frozen_bn", freeze_at=0)
+    return model
+
+
+def test_detections_do_not_depend_on_the_canvas():
+    """An image in three canvases gives the detections of the same image run at its own size
+    (detectron2 tests one unpadded image at a time)."""
+    model = _canvas_model()
+    model.set_train(False)
+    rng = np.random.RandomState(7)
+    images = rng.randn(2, 3, *CONTENT).astype(np.float32)
+    sizes = ms.Tensor(np.array([CONTENT, (CONTENT[0] - 20, CONTENT[1] - 4)], np.float32))
+    images[1, :, CONTENT[0] - 20:] = 0  # image 1 is smaller: zeros below its content
+    images[1, :, :, CONTENT[1] - 4:] = 0
+    own = [model(ms.Tensor(images[b:b + 1]), sizes[b:b + 1]) for b in range(2)]
+    own = [np.concatenate([o[i].asnumpy() for o in own]) for i in range(4)]
+    assert own[3].sum() > 10
+    for canvas in CANVASES:
+        got = [o.asnumpy() for o in model(_in_canvas(images, canvas), sizes)]
+        np.testing.assert_array_equal(got[3], own[3])
+        np.testing.assert_array_equal(got[2], own[2])
+        np.testing.assert_allclose(got[1], own[1], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got[0], own[0], rtol=1e-4, atol=1e-3)
+
+
+def test_training_losses_do_not_depend_on_the_canvas():
+    """A batch in three canvases gives the losses of the batch padded to its largest image
+    (detectron2's ImageList), sampling included."""
+    rng = np.random.RandomState(8)
+    images = rng.randn(2, 3, *CONTENT).astype(np.float32)
+    images[1, :, CONTENT[0] - 20:] = 0
+    sizes = np.array([CONTENT, (CONTENT[0] - 20, CONTENT[1])], np.float32)
+    _, _, gt, classes, valid = _batch(batch=2)
+    losses = []
+    for canvas in (None,) + CANVASES:
+        model = _canvas_model()
+        model.set_train(True)
+        batch = ms.Tensor(images) if canvas is None else _in_canvas(images, canvas)
+        losses.append(np.array([float(v.asnumpy()) for v in model(batch, ms.Tensor(sizes), gt, classes, valid)]))
+    assert (losses[0][1:] > 0).all(), losses[0]
+    for got in losses[1:]:
+        np.testing.assert_allclose(got, losses[0], rtol=1e-4, atol=1e-6)

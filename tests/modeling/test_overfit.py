@@ -1,7 +1,8 @@
 """A small detector trained from scratch must detect the boxes of the images it saw.
 
-Trains the toy recipe (ResNet-18 C4, 128 px) for 100 steps on 8 synthetic images through
-the real CLI and evaluates on those same images (here: AP50 100 after 150 steps).
+Trains the toy recipe (ResNet-18 C4, 128 px) for 150 steps on 8 synthetic images through
+the real CLI and evaluates on those same images (here: bAP50 100; after 100 steps it was
+72-78 or above 80 depending on the sampling stream, too close to the bar).
 """
 import json
 import shutil
@@ -26,8 +27,8 @@ def test_toy_detector_overfits_a_handful_of_images(tmp_path):
     overrides = [
         f"data.root={root}", "input.canvases=[[128,128]]", "input.min_size_train=128",
         "input.max_size_train=128", "input.min_size_test=128", "input.max_size_test=128",
-        "input.flip_prob=0.0", "model.rpn.anchor_sizes=16,32,64,128", "solver.max_iter=100",
-        "solver.steps=80", "solver.checkpoint_period=1000", "log.period=50",
+        "input.flip_prob=0.0", "model.rpn.anchor_sizes=16,32,64,128", "solver.max_iter=150",
+        "solver.steps=120", "solver.checkpoint_period=1000", "log.period=50",
     ]
     argv = [sys.executable, str(REPO / "tools/train.py"), str(REPO / "recipes/toy_base.py"),
             "--output-dir", str(tmp_path / "run")]
