@@ -107,6 +107,26 @@ def test_frozen_bn_model_is_folded_and_predicts_what_the_plain_one_does(toy, tmp
     assert [d["category"] for d in folded] == [d["category"] for d in plain]
 
 
+def test_detections_do_not_depend_on_the_canvas(toy, tmp_path):
+    """The same image (resized to 102 x 128) in three canvases: the detections of the image
+    at its own size, as detectron2 computes them, every time."""
+    overrides, checkpoint, _ = toy
+    _write_image(tmp_path / "image.jpg", 96, 120, seed=5)
+    records = []
+    for canvas in ("[[128,128]]", "[[160,192]]", "[[256,256]]"):
+        out = tmp_path / canvas.strip("[]").replace(",", "x")
+        result = _run(RECIPE, "--checkpoint", checkpoint, tmp_path / "image.jpg", "--out", out,
+                      "--score-thresh", 0, overrides=overrides + [f"input.canvases={canvas}"])
+        assert result.returncode == 0, result.stderr
+        records.append(json.loads((out / "image.json").read_text())["detections"])
+    assert len(records[0]) >= 10
+    for other in records[1:]:
+        assert [d["category"] for d in other] == [d["category"] for d in records[0]]
+        np.testing.assert_allclose([d["score"] for d in other], [d["score"] for d in records[0]],
+                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose([d["bbox"] for d in other], [d["bbox"] for d in records[0]], atol=1e-2)
+
+
 def test_unreadable_image_is_one_line_and_exit_2(toy, tmp_path):
     overrides, checkpoint, _ = toy
     _write_image(tmp_path / "good.jpg", 64, 64, seed=3)
