@@ -153,14 +153,17 @@ def count_proposals(model, batch, *, training):
     training=True uses the RPN's training settings (post-NMS top-k for training)."""
     import mindspore as ms
 
+    from defrcn.modeling.padding import padded_extent
+
     rpn = model.proposal_generator
     previous_mode, was_training = ms.get_context("mode"), rpn.training
     ms.set_context(mode=ms.PYNATIVE_MODE)
     try:
         rpn.set_train(training)
-        features = model.rpn_branch(model.backbone(ms.Tensor(batch["images"])))
-        out = rpn(features, ms.Tensor(batch["image_sizes"]), ms.Tensor(batch["gt_boxes"]),
-                  ms.Tensor(batch["gt_valid"]))
+        sizes = ms.Tensor(batch["image_sizes"])
+        extent = padded_extent(sizes, model.size_divisibility, batch_max=training)
+        features = model.rpn_branch(model.backbone(ms.Tensor(batch["images"]), extent))
+        out = rpn(features, sizes, ms.Tensor(batch["gt_boxes"]), ms.Tensor(batch["gt_valid"]), None, extent)
         valid = out[1].asnumpy()
     finally:
         rpn.set_train(was_training)
@@ -219,14 +222,19 @@ def _stage_cells(model):
     """Three graph cells that together do what `model` does in inference."""
     from mindspore import nn
 
+    from defrcn.modeling.padding import padded_extent
+
+    def extent_of(image_sizes):
+        return padded_extent(image_sizes, model.size_divisibility, batch_max=False)
+
     class BackboneStage(nn.Cell):
         def __init__(self):
             super().__init__(auto_prefix=False)
             self.backbone = model.backbone
             self.rpn_branch, self.roi_branch = model.rpn_branch, model.roi_branch
 
-        def construct(self, images):
-            features = self.backbone(images)
+        def construct(self, images, image_sizes):
+            features = self.backbone(images, extent_of(image_sizes))
             return self.rpn_branch(features), self.roi_branch(features)
 
     class RPNStage(nn.Cell):
@@ -235,7 +243,7 @@ def _stage_cells(model):
             self.proposal_generator = model.proposal_generator
 
         def construct(self, features, image_sizes):
-            return self.proposal_generator(features, image_sizes)
+            return self.proposal_generator(features, image_sizes, None, None, None, extent_of(image_sizes))
 
     class ROIStage(nn.Cell):
         def __init__(self):
@@ -243,7 +251,8 @@ def _stage_cells(model):
             self.roi_heads = model.roi_heads
 
         def construct(self, features, proposals, proposal_valid, image_sizes):
-            return self.roi_heads(features, proposals, proposal_valid, image_sizes)
+            return self.roi_heads(features, proposals, proposal_valid, image_sizes, None, None, None, None,
+                                  extent_of(image_sizes))
 
     cells = BackboneStage(), RPNStage(), ROIStage()
     for cell in cells:
@@ -255,9 +264,9 @@ def _breakdown(model, images, image_sizes, iters, warmup):
     """Median ms of backbone (trunk + branches), RPN and ROI heads, each its own graph."""
     backbone, rpn, roi = _stage_cells(model)
     result = {}
-    _, call = _compiled_runner(backbone, (images,))
+    _, call = _compiled_runner(backbone, (images, image_sizes))
     result["backbone_ms"] = statistics.median(time_calls(call, iters, warmup))
-    rpn_features, roi_features = backbone(images)
+    rpn_features, roi_features = backbone(images, image_sizes)
     _, call = _compiled_runner(rpn, (rpn_features, image_sizes))
     result["rpn_ms"] = statistics.median(time_calls(call, iters, warmup))
     proposals, valid = rpn(rpn_features, image_sizes)
