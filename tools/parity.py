@@ -637,6 +637,18 @@ def parse_sizes(text):
     return sizes
 
 
+def code_state(path):
+    """What the project side ran: the defrcn/ and recipes/ trees of HEAD plus their uncommitted
+    diff (a commit touching only other folders leaves it unchanged)."""
+    try:
+        out = [subprocess.run(["git", "-C", path, *a], capture_output=True, text=True, check=True).stdout
+               for a in (["rev-parse", "HEAD:defrcn", "HEAD:recipes"], ["diff", "HEAD", "--", "defrcn", "recipes"],
+                         ["ls-files", "--others", "--exclude-standard", "--", "defrcn", "recipes"])]
+        return "\n".join(out)
+    except (subprocess.CalledProcessError, OSError):
+        return "?"
+
+
 def git_head(path):
     """HEAD, plus the files of defrcn/ and recipes/ that differ from it and a digest of that
     diff (the comparison runs the working tree, which may hold uncommitted work)."""
@@ -685,6 +697,7 @@ def main(argv=None):
         if c not in CONFIGS:
             parser.error(f"--configs: unknown {c!r} (base, finetune)")
     state = git_head(ROOT)  # before anything runs: the tree may change while this runs
+    code = code_state(ROOT)
     work = args.work or tempfile.mkdtemp(prefix="parity_")
     os.makedirs(work, exist_ok=True)
     sizes = parse_sizes(args.sizes)
@@ -723,7 +736,7 @@ def main(argv=None):
     meta = json.load(open(os.path.join(work, "original_meta.json")))
     import mindspore
 
-    if git_head(ROOT) != state:
+    if code_state(ROOT) != code:
         state += " (CHANGED while this ran: rerun on a quiet tree)"
     header = [f"project: {state}; MindSpore {mindspore.__version__}; original: "
               f"torch {meta['torch']}, torchvision {meta['torchvision']}, detectron2 {meta['detectron2']} "
