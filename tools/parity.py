@@ -21,6 +21,7 @@ counts, positive fraction 1), `--train-proposals` proposals per image in trainin
 Exit code: 0 when it ran (whatever the differences), 1 on failure.
 """
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -33,7 +34,6 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
 
 REL_TOL = 1e-4
 # config name -> (the original's config file, number of classes, class list, project recipe, PCB?)
@@ -242,7 +242,8 @@ def convert(kind, src, dst, recipe, site, overrides=()):
     argv = [os.path.join(HERE, "convert.py"), kind, src, dst]
     if recipe:
         argv += ["--recipe", recipe] + [a for o in overrides for a in ("--set", o)]
-    boot = ("import runpy, sys; sys.path.append(sys.argv[1]); sys.argv = sys.argv[2:]; "
+    # addsitedir appends: the venv's numpy and MindSpore keep precedence over the peer's packages
+    boot = ("import runpy, site, sys; site.addsitedir(sys.argv[1]); sys.argv = sys.argv[2:]; "
             "runpy.run_path(sys.argv[0], run_name='__main__')")
     out = subprocess.run([sys.executable, "-c", boot, site] + argv, cwd=ROOT, capture_output=True, text=True)
     text = (out.stdout + out.stderr).strip()
@@ -637,40 +638,41 @@ def parse_sizes(text):
     return sizes
 
 
+def _git(path, *args):
+    return subprocess.run(["git", "-C", path, *args], capture_output=True, text=True, check=True).stdout
+
+
 def code_state(path):
-    """What the project side ran: the defrcn/ and recipes/ trees of HEAD plus their uncommitted
-    diff (a commit touching only other folders leaves it unchanged)."""
+    """What the project side runs: (tree ids of defrcn/ and recipes/ at HEAD, their uncommitted
+    diff, their untracked files), or None outside a git checkout. A commit touching only other
+    folders leaves it unchanged."""
     try:
-        out = [subprocess.run(["git", "-C", path, *a], capture_output=True, text=True, check=True).stdout
-               for a in (["rev-parse", "HEAD:defrcn", "HEAD:recipes"], ["diff", "HEAD", "--", "defrcn", "recipes"],
-                         ["ls-files", "--others", "--exclude-standard", "--", "defrcn", "recipes"])]
-        return "\n".join(out)
+        return (_git(path, "rev-parse", "HEAD:defrcn", "HEAD:recipes"),
+                _git(path, "diff", "HEAD", "--", "defrcn", "recipes"),
+                _git(path, "ls-files", "--others", "--exclude-standard", "--", "defrcn", "recipes").split())
     except (subprocess.CalledProcessError, OSError):
-        return "?"
+        return None
 
 
-def git_head(path):
+def git_head(path, code):
     """HEAD, plus the files of defrcn/ and recipes/ that differ from it and a digest of that
-    diff (the comparison runs the working tree, which may hold uncommitted work)."""
-    import hashlib
-
-    def git(*a):
-        return subprocess.run(["git", "-C", path, *a], capture_output=True, text=True, check=True).stdout
-
+    diff (`code` from code_state: the comparison runs the working tree)."""
     try:
-        head = git("rev-parse", "HEAD").strip()
-        changed = git("diff", "HEAD", "--name-only", "--", "defrcn", "recipes").split()
-        untracked = git("ls-files", "--others", "--exclude-standard", "--", "defrcn", "recipes").split()
-        if not changed and not untracked:
-            return head
-        digest = hashlib.sha256(git("diff", "HEAD", "--", "defrcn", "recipes").encode())
-        for name in untracked:
-            with open(os.path.join(path, name), "rb") as f:
-                digest.update(f.read())
-        return (f"{head} + uncommitted changes to {', '.join(changed + untracked)} "
-                f"(diff digest {digest.hexdigest()[:12]})")
+        head = _git(path, "rev-parse", "HEAD").strip()
     except (subprocess.CalledProcessError, OSError):
         return "?"
+    if code is None:
+        return head
+    _, diff_text, untracked = code
+    changed = [line.split(" b/", 1)[1] for line in diff_text.splitlines() if line.startswith("diff --git ")]
+    if not changed and not untracked:
+        return head
+    digest = hashlib.sha256(diff_text.encode())
+    for name in untracked:
+        with open(os.path.join(path, name), "rb") as f:
+            digest.update(f.read())
+    return (f"{head} + uncommitted changes to {', '.join(changed + untracked)} "
+            f"(diff digest {digest.hexdigest()[:12]})")
 
 
 def main(argv=None):
@@ -696,8 +698,8 @@ def main(argv=None):
     for c in configs:
         if c not in CONFIGS:
             parser.error(f"--configs: unknown {c!r} (base, finetune)")
-    state = git_head(ROOT)  # before anything runs: the tree may change while this runs
-    code = code_state(ROOT)
+    code = code_state(ROOT)  # before anything runs: the tree may change while this runs
+    state = git_head(ROOT, code)
     work = args.work or tempfile.mkdtemp(prefix="parity_")
     os.makedirs(work, exist_ok=True)
     sizes = parse_sizes(args.sizes)
