@@ -86,7 +86,7 @@ def build_detector(*, num_classes, depth=101, norm="frozen_bn", freeze_at=3, str
             param.requires_grad = False
     channels = trunk.out_channels
     rpn_cell = RPN(in_channels=channels, sample_salt=sample_salt, **(rpn or {}))
-    predictor = BoxPredictor(res5.out_channels, num_classes, cls_dropout=cls_dropout)
+    predictor = BoxPredictor(res5.out_channels, num_classes, cls_dropout=cls_dropout, sample_salt=sample_salt)
     pooler = ROIPooler(output_size=pooler_resolution, spatial_scale=1.0 / 16, sampling_ratio=0, aligned=True,
                        impl=pooler_impl)
     heads = Res5ROIHeads(pooler=pooler, res5=res5, predictor=predictor, num_classes=num_classes,

@@ -139,7 +139,7 @@ class Res5ROIHeads(nn.Cell):
             boxes, classes, targets, weights = self.label_and_sample(
                 ops.stop_gradient(proposals), proposal_valid, gt_boxes, gt_classes, gt_valid, step)
             feats = self._box_features(features, boxes, valid_cells)
-            logits, deltas = self.box_predictor(feats)
+            logits, deltas = self.box_predictor(feats, step)
             flat = boxes.shape[0] * boxes.shape[1]
             return self.losses(logits, deltas, boxes.reshape(flat, 4), classes.reshape(flat),
                                targets.reshape(flat, 4), weights.reshape(flat))
