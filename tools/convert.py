@@ -4,12 +4,15 @@ Examples:
     python tools/convert.py detectron2 R-101.pkl weights/R-101-msra.ckpt
         (detectron2 ImageNetPretrained/MSRA/R-101.pkl: the detector's backbone init)
     python tools/convert.py torchvision resnet101-5d3b4d8f.pth weights/resnet101-torchvision.ckpt
-        (torchvision ImageNet ResNet-101, mindcv names: the PCB feature net; needs `pip install torch`)
+        (torchvision ImageNet ResNet-101, mindcv names: the PCB feature net)
     python tools/convert.py defrcn model_final.pth output/coco_base/model_final.ckpt --recipe recipes/coco_base.py
         (a whole detector of the original DeFRCN: base, model_reset_surgery/remove or fine-tuned;
-        predictor rows mapped by class name to the recipe's order; needs `pip install torch`)
+        predictor rows mapped by class name to the recipe's order)
     python tools/convert.py port defrcn-60_1.ckpt output/coco_base/model_final.ckpt --recipe recipes/coco_base.py
         (a detector of the MindSpore model-zoo port CSberlin/DeFRCN-mindspore)
+
+Pickles and .pth files are read as data: a file that would run code is refused before any of
+it runs (defrcn/checkpoint/safe_load.py), and PyTorch is not needed.
 """
 import click
 
@@ -55,11 +58,14 @@ def detector_target(recipe_path, overrides):
 
 def convert_detector_file(kind, src, dst, recipe, overrides, source_classes):
     """Convert a whole detector for `recipe` and print the key coverage."""
-    from defrcn.checkpoint.convert_detector import convert_detector
+    from defrcn.checkpoint.convert_detector import convert_detector, read_detector_weights
 
+    if not str(dst).endswith(".ckpt"):
+        raise InputError("the output file name must end in .ckpt", path=dst)
+    weights = read_detector_weights(kind, src)  # a bad file is refused before the recipe is built
     target = detector_target(recipe, overrides)
     names = source_classes.split(",") if source_classes else None
-    result = convert_detector(kind, src, dst, target, source_classes=names)
+    result = convert_detector(kind, src, dst, target, source_classes=names, weights=weights)
     total = len(result.converted) + len(result.left_out)
     click.echo(f"{kind}: converted {len(result.converted)} of {total} source entries into "
                f"{len(result.arrays)} parameters, written to {dst}")

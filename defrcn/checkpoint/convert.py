@@ -6,9 +6,10 @@ Two sources (DESIGN section 7; fact sheet section 7 item 11):
   mindcv's ResNet names, for the PCB feature net (`mindcv.create_model("resnet101")`):
   `bnK.{weight,bias,running_mean,running_var}` -> `bnK.{gamma,beta,moving_mean,moving_variance}`,
   `downsample.{0,1}` -> `down_sample.{0,1}`, `fc` -> `classifier`, `num_batches_tracked` dropped.
-  Reading a `.pth` needs PyTorch (not a dependency of this project).
-- `detectron2`: a detectron2 / Detectron `.pkl` (pickle of `{"model": {...}}`, `{"blobs": {...}}`
-  or a flat dict of numpy arrays) with Caffe2 names (`conv1_w`, `res_conv1_bn_s`,
+  The `.pth` is read as data, without PyTorch (`safe_load.load_torch`).
+- `detectron2`: a detectron2 / Detectron `.pkl` (read as data by `safe_load.load_pickle`: a
+  pickle of `{"model": {...}}`, `{"blobs": {...}}` or a flat dict of numpy arrays) with Caffe2
+  names (`conv1_w`, `res_conv1_bn_s`,
   `res2_0_branch2a_w`, `res2_0_branch2a_bn_{s,b}`, `res2_0_branch1_w`, ...; the MSRA R-101 that
   DeFRCN starts from, stride in the 1x1) or detectron2 names (`backbone.res2.0.conv1.weight`,
   `...conv1.norm.{weight,bias,running_mean,running_var}`, `stem.conv1.*`, `res5.*` /
@@ -25,14 +26,13 @@ Names and shapes are checked against the model they are meant for (mindcv's ResN
 detected depth, or `build_detector` of that depth); a file that is not a ResNet gives one
 InputError line.
 """
-import os
-import pickle
 import re
 from collections import defaultdict
 from typing import List, NamedTuple
 
 import numpy as np
 
+from defrcn.checkpoint.safe_load import load_pickle, load_torch
 from defrcn.errors import InputError
 
 __all__ = ["KINDS", "ConversionSummary", "torchvision_to_mindcv_name", "detectron2_to_detector_name",
@@ -155,27 +155,16 @@ def convert_torchvision_state(state, source="state dict"):
 
 
 def read_torch_state_dict(path):
-    """{name: np.ndarray} of a PyTorch `.pth` state dict, bare or under a "state_dict" / "model" key
-    (torch.load, weights only, on CPU)."""
-    path = str(path)
-    if not os.path.isfile(path):
-        raise InputError("file not found", path=path)
-    try:
-        import torch
-    except ImportError:
-        raise InputError("reading a PyTorch .pth needs PyTorch, which is not installed: pip install torch",
-                         path=path) from None
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for foreign or damaged files
-        raise InputError(f"not a readable PyTorch file ({type(error).__name__})", path=path) from None
+    """{name: np.ndarray} of a PyTorch `.pth` state dict, bare or under a "state_dict" / "model"
+    key, read as data (`defrcn.checkpoint.safe_load.load_torch`; PyTorch is not needed)."""
+    content = load_torch(path)
     for key in ("state_dict", "model"):  # a bare state dict, or a checkpoint (detectron2 keeps "model")
         if isinstance(content, dict) and isinstance(content.get(key), dict):
             content = content[key]
             break
     if not isinstance(content, dict):
-        raise InputError(f"not a state dict (a {type(content).__name__})", path=path)
-    return {name: value.detach().cpu().numpy() for name, value in content.items() if torch.is_tensor(value)}
+        raise InputError(f"not a state dict (a {type(content).__name__})", path=str(path))
+    return {name: value for name, value in content.items() if isinstance(name, str) and isinstance(value, np.ndarray)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,15 +206,10 @@ def detectron2_to_detector_name(name):
 
 def read_detectron2_pickle(path):
     """({name: np.ndarray}, author) of a detectron2 / Detectron `.pkl` (`_momentum` blobs dropped;
-    author is the file's `__author__`, "Caffe2" for a `blobs` file, else None)."""
+    author is the file's `__author__`, "Caffe2" for a `blobs` file, else None), read as data
+    (`defrcn.checkpoint.safe_load.load_pickle`)."""
     path = str(path)
-    if not os.path.isfile(path):
-        raise InputError("file not found", path=path)
-    try:
-        with open(path, "rb") as handle:
-            content = pickle.load(handle, encoding="latin1")
-    except Exception as error:  # pickle raises many types for foreign or damaged files
-        raise InputError(f"not a readable pickle ({type(error).__name__})", path=path) from None
+    content = load_pickle(path)
     if not isinstance(content, dict):
         raise InputError(f"not a weights pickle (a {type(content).__name__}, expected a dict)", path=path)
     author = content.get("__author__") if isinstance(content.get("__author__"), str) else None
@@ -237,8 +221,8 @@ def read_detectron2_pickle(path):
     for name, value in content.items():
         if not isinstance(name, str) or name.endswith("_momentum"):
             continue
-        if isinstance(value, np.ndarray) or (hasattr(value, "shape") and hasattr(value, "dtype")):
-            weights[name] = np.asarray(value)
+        if isinstance(value, np.ndarray):
+            weights[name] = value
     return weights, author
 
 

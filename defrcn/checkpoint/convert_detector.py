@@ -40,7 +40,8 @@ from defrcn.checkpoint.convert import (_fill_caffe2_statistics, detectron2_to_de
 from defrcn.errors import InputError
 
 __all__ = ["KINDS", "DetectorTarget", "DetectorConversion", "defrcn_to_detector_name", "port_to_detector_name",
-           "read_defrcn_weights", "read_port_weights", "convert_detector_weights", "convert_detector"]
+           "read_defrcn_weights", "read_port_weights", "read_detector_weights", "convert_detector_weights",
+           "convert_detector"]
 
 KINDS = ("defrcn", "port")
 CLS_WEIGHT = "roi_heads.box_predictor.cls_score.weight"  # (C+1, D), background last
@@ -164,8 +165,8 @@ def _reason(name):
 
 
 def read_defrcn_weights(path):
-    """{name: np.ndarray} of an original DeFRCN checkpoint: a `.pth` (torch.load, weights only;
-    `{"model": ...}` or a bare state dict) or a detectron2 `.pkl` (numpy arrays)."""
+    """{name: np.ndarray} of an original DeFRCN checkpoint: a `.pth` (`{"model": ...}` or a bare
+    state dict) or a detectron2 `.pkl` (numpy arrays), both read as data (`safe_load`)."""
     if str(path).endswith(".pkl"):
         weights, _ = read_detectron2_pickle(path)
         return weights
@@ -376,16 +377,8 @@ def convert_detector_weights(weights, kind, target, *, source_classes=None, sour
                               source_names, written, notes)
 
 
-def convert_detector(kind, src, dst, target, *, source_classes=None):
-    """Read `src` ("defrcn": .pth/.pkl; "port": .ckpt), convert it for `target`, write `dst` (.ckpt).
-
-    Returns the DetectorConversion; InputError (one line naming the file) for bad input."""
-    from mindspore import Tensor
-
-    from defrcn.checkpoint import io
-
-    if not str(dst).endswith(".ckpt"):
-        raise InputError("the output file name must end in .ckpt", path=dst)
+def read_detector_weights(kind, src):
+    """{name: array} of a whole detector ("defrcn": .pth/.pkl; "port": .ckpt), read as data."""
     if kind == "port":
         weights = read_port_weights(src)
     elif kind == "defrcn":
@@ -394,6 +387,21 @@ def convert_detector(kind, src, dst, target, *, source_classes=None):
         raise InputError(f"unknown detector source '{kind}' (one of {', '.join(KINDS)})")
     if not weights:
         raise InputError("no weights in the file", path=src)
+    return weights
+
+
+def convert_detector(kind, src, dst, target, *, source_classes=None, weights=None):
+    """Read `src` (unless its `weights` are given), convert it for `target`, write `dst` (.ckpt).
+
+    Returns the DetectorConversion; InputError (one line naming the file) for bad input."""
+    from mindspore import Tensor
+
+    from defrcn.checkpoint import io
+
+    if not str(dst).endswith(".ckpt"):
+        raise InputError("the output file name must end in .ckpt", path=dst)
+    if weights is None:
+        weights = read_detector_weights(kind, src)
     result = convert_detector_weights(weights, kind, target, source_classes=source_classes, source=str(src))
     folder = os.path.dirname(os.path.abspath(str(dst)))
     os.makedirs(folder, exist_ok=True)

@@ -21,6 +21,7 @@ from defrcn.data.classes import coco_split_classes
 from defrcn.data.synthetic import BASE_CLASS_NAMES, NOVEL_CLASS_NAMES
 from defrcn.engine import load_recipe
 from defrcn.errors import InputError
+from defrcn.testing import write_torch_file
 
 REPO = Path(__file__).resolve().parents[2]
 # The toy json's category order (ascending id) interleaves novel and base classes, as COCO does.
@@ -408,10 +409,9 @@ def test_converted_reset_surgery_and_remove_models_load_directly(toy_root, tmp_p
 
 
 def test_defrcn_pth_through_the_cli(toy_root, tmp_path):
-    torch = pytest.importorskip("torch")
     state = defrcn_state(18, 6, num_anchors=12)
     src = tmp_path / "model_final.pth"
-    torch.save({"model": {k: torch.from_numpy(v) for k, v in state.items()}, "iteration": 12}, src)
+    write_torch_file(src, {"model": state, "iteration": 12})
     result = run_convert("defrcn", src, tmp_path / "out.ckpt", "--recipe", "recipes/toy_base.py",
                          "--set", f"data.root={toy_root}")
     assert result.returncode == 0, result.stderr
@@ -422,7 +422,7 @@ def test_bad_command_lines_give_one_line(toy_root, tmp_path):
     root = ["--set", f"data.root={toy_root}"]
     (tmp_path / "junk.pkl").write_bytes(b"\x00 not a pickle")
     assert_one_line_error(run_convert("defrcn", tmp_path / "junk.pkl", tmp_path / "o.ckpt",
-                                      "--recipe", "recipes/toy_base.py", *root), "junk.pkl", "not a readable pickle")
+                                      "--recipe", "recipes/toy_base.py", *root), "junk.pkl", "not a readable weights file")
     five = write_pkl(defrcn_state(18, 5, num_anchors=12), tmp_path / "five.pkl")
     assert_one_line_error(run_convert("defrcn", five, tmp_path / "o.ckpt", "--recipe", "recipes/toy_base.py", *root),
                           "five.pkl", "the predictor has 5 classes")

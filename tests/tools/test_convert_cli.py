@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from defrcn.checkpoint import io
+from defrcn.testing import write_torch_file
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +26,6 @@ def assert_one_line_error(result, *fragments):
 
 
 def test_torchvision_resnet18_through_the_cli(tmp_path):
-    torch = pytest.importorskip("torch")
     import mindcv
 
     state = {}
@@ -34,9 +34,9 @@ def test_torchvision_resnet18_through_the_cli(tmp_path):
                              (".beta", ".bias"), (".moving_mean", ".running_mean"),
                              (".moving_variance", ".running_var")):
             name = name.replace(ours, theirs)
-        state[name] = torch.full(tuple(param.shape), 0.5)
-    state["bn1.num_batches_tracked"] = torch.tensor(3)
-    torch.save(state, tmp_path / "resnet18.pth")
+        state[name] = np.full(tuple(param.shape), 0.5, np.float32)
+    state["bn1.num_batches_tracked"] = np.array(3, np.int64)
+    write_torch_file(tmp_path / "resnet18.pth", state, legacy=True)  # torchvision's 2017 files are legacy
     result = run_convert("torchvision", tmp_path / "resnet18.pth", tmp_path / "resnet18.ckpt")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
@@ -45,7 +45,7 @@ def test_torchvision_resnet18_through_the_cli(tmp_path):
     assert converted["layer2.0.down_sample.1.moving_variance"].shape == (128,)
     assert converted["classifier.weight"].shape == (1000, 512)
 
-    torch.save({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "other.pth")
+    write_torch_file(tmp_path / "other.pth", {"encoder.weight": np.zeros((3, 3), np.float32)})
     result = run_convert("torchvision", tmp_path / "other.pth", tmp_path / "other.ckpt")
     assert_one_line_error(result, "other.pth", "not a torchvision ResNet state dict")
     assert not (tmp_path / "other.ckpt").exists()
@@ -54,7 +54,7 @@ def test_torchvision_resnet18_through_the_cli(tmp_path):
 def test_bad_inputs_give_one_line(tmp_path):
     (tmp_path / "junk.pkl").write_bytes(b"\x00 not a pickle")
     assert_one_line_error(run_convert("detectron2", tmp_path / "junk.pkl", tmp_path / "o.ckpt"),
-                          "junk.pkl", "not a readable pickle")
+                          "junk.pkl", "not a readable weights file")
     with open(tmp_path / "heads.pkl", "wb") as handle:
         pickle.dump({"model": {"roi_heads.box_predictor.cls_score.weight": np.zeros((3, 4))}}, handle)
     assert_one_line_error(run_convert("detectron2", tmp_path / "heads.pkl", tmp_path / "o.ckpt"),
