@@ -18,6 +18,7 @@ from defrcn.callbacks.period import current_iteration, every_n, loss_parts, non_
 from defrcn.checkpoint import io
 from defrcn.checkpoint.training_state import save_training_state
 from defrcn.engine.runtime import fault_point
+from defrcn.engine.schedule import schedule_extras
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +43,12 @@ class Checkpointer(Callback):
         is_main: False on ranks other than 0: the callback does nothing.
         extra_state_fn: optional `() -> dict` of extra values (e.g. callback state) stored
             with each checkpoint (read back with `restore_training_state(..., with_extras=True)`).
+        schedule: optional `effective_schedule` dict; its LR-defining values are stored as
+            `schedule.*` extras, so that a resume can say what changed.
     """
 
     def __init__(self, output_dir, period, keep, optimizer, max_iter, is_main,
-                 extra_state_fn=None):
+                 extra_state_fn=None, schedule=None):
         super().__init__()
         self.output_dir = output_dir
         self.period = int(period)
@@ -54,6 +57,7 @@ class Checkpointer(Callback):
         self.max_iter = int(max_iter)
         self.is_main = bool(is_main)
         self.extra_state_fn = extra_state_fn
+        self.schedule_extras = schedule_extras(schedule) if schedule else {}
         self.saved = []  # paths written by this run, in order
 
     def on_train_begin(self, run_context):
@@ -78,7 +82,7 @@ class Checkpointer(Callback):
             path = os.path.join(self.output_dir, io.FINAL_NAME)
         else:
             path = os.path.join(self.output_dir, io.CHECKPOINT_SUBDIR, io.periodic_name(iteration))
-        extra = self.extra_state_fn() if self.extra_state_fn else None
+        extra = dict(self.schedule_extras, **(self.extra_state_fn() if self.extra_state_fn else {}))
         save_training_state(path, cb_params.train_network, self.optimizer, iteration, extra=extra)
         fault_point("checkpoint_write:before_pointer")  # test hook (defrcn.engine.runtime)
         io.write_last_checkpoint(self.output_dir, os.path.relpath(path, self.output_dir))

@@ -3,7 +3,9 @@
 A training checkpoint holds:
   - the network's parameters under their own names (BN statistics and frozen ones too);
   - the optimizer's own parameters (momenta/moments, `global_step`, the LR list) as
-    `optimizer.<name>`;
+    `optimizer.<name>`; the LR list is configuration, not state: a resume takes it from the
+    recipe (as detectron2 rebuilds its scheduler), so a run can be extended or its LR steps
+    moved; the file's list and `schedule.*` extras say what the run was trained with;
   - the train step's own parameters (gradient accumulators) as `train_step.<name>`;
   - extras: `iteration` (completed steps; the data pipeline resumes at `start_iter =
     iteration`), MindSpore's default generator state, numpy's and python's global RNG state.
@@ -22,6 +24,11 @@ from defrcn.errors import InputError
 
 OPTIMIZER_PREFIX = "optimizer."
 TRAIN_STEP_PREFIX = "train_step."
+# optimizer entries that hold the schedule, not the training state: never restored
+SCHEDULE_ENTRIES = (OPTIMIZER_PREFIX + "learning_rate",)
+STORED_LR = "schedule.learning_rate"
+RESTART_ADVICE = ("to start a new schedule from its weights pass --init {path} instead of --resume, "
+                  "or train into another --output-dir")
 
 
 def _network_of(cell):
@@ -90,9 +97,12 @@ def restore_training_state(cell, optimizer, path, *, with_extras=False):
     Args:
         cell: the TrainStep (or the bare network when no accumulators exist).
         optimizer: the optimizer the TrainStep applies.
+    The learning-rate list is not restored: the optimizer keeps the recipe's.
+
     Returns:
         iteration: completed steps stored in the file (start the data pipeline at it);
-        with `with_extras`, (iteration, other extras such as callback state).
+        with `with_extras`, (iteration, other extras such as callback state; the stored
+        schedule as `schedule.*`, its LR list as `schedule.learning_rate`).
     Raises:
         InputError naming the file if it is missing, damaged, or does not fit the model.
     """
@@ -101,25 +111,31 @@ def restore_training_state(cell, optimizer, path, *, with_extras=False):
     if "iteration" not in extras:
         raise InputError("not a training checkpoint (no iteration stored); use --init", path=path)
     network = _network_of(cell)
+    advice = RESTART_ADVICE.format(path=path)
     try:
         io.load_into(network, params, strict=True)
     except InputError as error:
-        raise InputError(str(error), path=path)
+        raise InputError(f"{error}: it is a checkpoint of another model or class count; {advice}",
+                         path=path)
     targets = {}
     for entry in training_state_entries(cell, optimizer):
-        if entry["name"].startswith((OPTIMIZER_PREFIX, TRAIN_STEP_PREFIX)):
+        if entry["name"].startswith((OPTIMIZER_PREFIX, TRAIN_STEP_PREFIX)) and entry["name"] not in SCHEDULE_ENTRIES:
             targets[entry["name"]] = entry["data"]
     absent = sorted(set(targets) - set(params))
     if absent:
-        raise InputError(f"training state incomplete: {len(absent)} missing (e.g. {absent[:3]})",
+        raise InputError(f"training state incomplete: {len(absent)} missing (e.g. {absent[:3]}): the "
+                         f"trained parameters or the optimizer differ from the run that wrote it; {advice}",
                          path=path)
     for name, param in targets.items():
         value = params[name]
         if tuple(value.shape) != tuple(param.shape):
-            raise InputError(f"{name}: checkpoint {tuple(value.shape)} vs "
-                             f"optimizer {tuple(param.shape)}", path=path)
+            raise InputError(f"{name}: checkpoint {tuple(value.shape)} vs optimizer {tuple(param.shape)}; "
+                             f"{advice}", path=path)
         param.set_data(Tensor(value.asnumpy(), dtype=param.dtype))
     restore_rng_state(extras)
+    for name in SCHEDULE_ENTRIES:
+        if name in params:
+            extras.setdefault(STORED_LR, params[name].asnumpy())
     iteration = int(extras.pop("iteration"))
     if with_extras:
         return iteration, {k: v for k, v in extras.items() if not k.startswith("rng.")}

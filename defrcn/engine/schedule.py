@@ -14,13 +14,19 @@ A run with another number of devices keeps them meaningful in one of two ways:
   `solver.ims_per_batch` (normally = R), so the LR and iterations stay as written
   (scaled only if ims_per_batch != R).
 """
+import json
 from bisect import bisect_right
 
 import numpy as np
 
 from defrcn.errors import InputError
 
-__all__ = ["effective_schedule", "lr_per_step", "scale_iterations"]
+__all__ = ["effective_schedule", "lr_per_step", "scale_iterations", "schedule_extras",
+           "describe_schedule_change"]
+
+# What defines the learning rate of every step; stored with each checkpoint as `schedule.<key>`.
+SCHEDULE_KEYS = ("base_lr", "max_iter", "steps", "warmup_iters", "gamma", "warmup_factor")
+_FLOAT_KEYS = ("base_lr", "gamma", "warmup_factor")
 
 
 def scale_iterations(count, factor, *, minimum=1):
@@ -44,8 +50,8 @@ def effective_schedule(solver_cfg, num_devices, per_device_batch, eval_period=0)
         `checkpoint_period`, `eval_period` (ints, in optimizer steps),
         `accumulate_steps` (micro-batches per optimizer step), `micro_batch`
         (devices x per_device_batch), `total_batch` (images per optimizer step),
-        `reference_batch`, `scale` (total_batch / reference_batch) and `summary`
-        (one human-readable line).
+        `reference_batch`, `scale` (total_batch / reference_batch), `gamma` and
+        `warmup_factor` (as written) and `summary` (one human-readable line).
     Raises:
         InputError: accumulation asked but ims_per_batch is not a multiple of the
             micro-batch, or a non-positive batch.
@@ -84,6 +90,8 @@ def effective_schedule(solver_cfg, num_devices, per_device_batch, eval_period=0)
         "total_batch": total,
         "reference_batch": reference,
         "scale": scale,
+        "gamma": float(solver_cfg.get("gamma", 0.1)),  # detectron2's SOLVER.GAMMA default
+        "warmup_factor": float(solver_cfg.get("warmup_factor", 0.001)),
     }
     schedule["summary"] = _summary(solver_cfg, schedule, num_devices, per_device_batch)
     return schedule
@@ -126,3 +134,48 @@ def lr_per_step(base_lr, max_iter, steps, gamma, warmup_iters, warmup_factor, wa
             warm = 1.0
         rates[t] = base_lr * warm * gamma ** bisect_right(milestones, t)
     return rates.astype(np.float32)
+
+
+def schedule_extras(plan):
+    """The plan's LR-defining values as checkpoint extras `schedule.<key>` (steps as JSON)."""
+    extras = {}
+    for key in SCHEDULE_KEYS:
+        if key in plan:
+            value = plan[key]
+            extras[f"schedule.{key}"] = json.dumps([int(s) for s in value]) if key == "steps" else value
+    return extras
+
+
+def describe_schedule_change(stored, plan, rates):
+    """How `plan` (LR list `rates`) differs from the schedule stored with a checkpoint, as
+    "max_iter 20 -> 30; steps [15] -> [25]", or None if it is the same.
+
+    `stored`: the checkpoint's extras (`schedule.<key>` values and/or its LR list
+    `schedule.learning_rate`, which older checkpoints have alone)."""
+    changes = []
+    if any(f"schedule.{key}" in stored for key in SCHEDULE_KEYS):
+        for key in SCHEDULE_KEYS:
+            if f"schedule.{key}" not in stored or key not in plan:
+                continue
+            old, new = stored[f"schedule.{key}"], plan[key]
+            if key == "steps":
+                old, new = json.loads(old), [int(s) for s in new]
+                same = old == new
+            elif key in _FLOAT_KEYS:
+                old, new = float(old), float(new)
+                same = np.isclose(old, new, rtol=1e-6, atol=0.0)
+            else:
+                old, new = int(old), int(new)
+                same = old == new
+            if not same:
+                changes.append(f"{key} {old:g} -> {new:g}" if key in _FLOAT_KEYS else f"{key} {old} -> {new}")
+    elif "schedule.learning_rate" in stored:
+        old, new = np.asarray(stored["schedule.learning_rate"], np.float32).reshape(-1), np.asarray(rates, np.float32)
+        if old.size != new.size:
+            changes.append(f"max_iter {old.size} -> {new.size}")
+        common = min(old.size, new.size)
+        differ = np.flatnonzero(old[:common] != new[:common])
+        if differ.size:
+            first = int(differ[0])
+            changes.append(f"learning rate of iteration {first + 1} {old[first]:g} -> {new[first]:g}")
+    return "; ".join(changes) or None

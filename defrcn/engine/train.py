@@ -15,7 +15,7 @@ import numpy as np
 
 from defrcn.engine.recipe import load_recipe, save_config
 from defrcn.engine.runtime import OutputLock, setup_runtime
-from defrcn.engine.schedule import effective_schedule, lr_per_step
+from defrcn.engine.schedule import describe_schedule_change, effective_schedule, lr_per_step
 from defrcn.errors import InputError
 
 logger = logging.getLogger("defrcn.train")
@@ -154,13 +154,18 @@ def _train(recipe, cfg, plan, runtime, out, train_data, *, resume, init, evaluat
     load_initial_weights(model, cfg, init)
     optimizer = recipe.optimizer(cfg, model, plan)
     train_step = TrainStep(model, optimizer, grad_accumulation=plan["accumulate_steps"])
+    max_iter = plan["max_iter"]
+    rates = lr_per_step(plan["base_lr"], max_iter, plan["steps"], plan["gamma"], plan["warmup_iters"],
+                        plan["warmup_factor"])
     start_iter = 0
     if resume:
         path = find_resume_checkpoint(str(out))
         if path:
-            start_iter = restore_training_state(train_step, optimizer, path)
-            logger.info("resumed from %s at iteration %d", path, start_iter)
-    max_iter = plan["max_iter"]
+            start_iter, stored = restore_training_state(train_step, optimizer, path, with_extras=True)
+            change = describe_schedule_change(stored, plan, rates)
+            logger.info("resumed from %s at iteration %d; %s", path, start_iter,
+                        f"the schedule follows the recipe, changed since that checkpoint: {change}" if change
+                        else "schedule unchanged")
     if start_iter >= max_iter:
         print(f"{out}: already trained to iteration {max_iter}; nothing to do", flush=True)
         return out
@@ -172,8 +177,6 @@ def _train(recipe, cfg, plan, runtime, out, train_data, *, resume, init, evaluat
     data = recipe.dataset(cfg, "train", num_shards=runtime.world_size, shard_id=runtime.rank,
                           start_iter=start_iter * micro_steps,
                           num_batches=(max_iter - start_iter) * micro_steps, preloaded=train_data)
-    rates = lr_per_step(plan["base_lr"], max_iter, plan["steps"], cfg.solver.gamma,
-                        plan["warmup_iters"], cfg.solver.warmup_factor)
     ctx = SimpleNamespace(
         output_dir=str(out), is_main=runtime.is_main, optimizer=optimizer, start_iter=start_iter,
         loss_names=list(model.loss_names), schedule=plan,

@@ -166,7 +166,7 @@ def callbacks(cfg, ctx):
         writer = TensorBoardWriter(ctx.output_dir, ctx.loss_names, cfg.log.period, ctx.lr_fn)  # DESIGN 9
         items.append(writer)
     items.append(Checkpointer(ctx.output_dir, plan["checkpoint_period"], cfg.solver.keep_checkpoints,
-                              ctx.optimizer, plan["max_iter"], ctx.is_main))
+                              ctx.optimizer, plan["max_iter"], ctx.is_main, schedule=plan))
     if getattr(ctx, "eval_fn", None) is not None:
         items.append(PeriodicEval(plan["eval_period"], ctx.eval_fn, plan["max_iter"], writer=writer))
     return items

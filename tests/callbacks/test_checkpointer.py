@@ -38,6 +38,7 @@ def test_periodic_final_pointer_and_prune(tmp_path, tiny_training):
     assert int(params["optimizer.global_step"].asnumpy().item()) == 7
     assert "optimizer.moments.hidden.weight" in params
     iteration, other = restore_training_state(step, step.optimizer, final, with_extras=True)
+    assert float(other.pop("schedule.learning_rate")) == np.float32(0.05)  # the file's LR, not restored
     assert iteration == 7 and other == {"logger.window": 3}
 
 

@@ -98,3 +98,30 @@ def test_scale_iterations_edges():
     assert scale_iterations(0, 8.0) == 0
     assert scale_iterations(1, 0.1) == 1
     assert scale_iterations(1, 0.1, minimum=0) == 0
+
+
+def _plan(**changes):
+    solver = dict(reference_batch=16, ims_per_batch=16, base_lr=0.02, max_iter=20, steps=[15], warmup_iters=5,
+                  checkpoint_period=10, gamma=0.1, warmup_factor=0.001)
+    solver.update(changes)
+    return effective_schedule(solver, 8, 2)
+
+
+def test_schedule_change_is_described_key_by_key():
+    from defrcn.engine.schedule import describe_schedule_change, schedule_extras
+
+    stored = schedule_extras(_plan())
+    assert stored["schedule.steps"] == "[15]" and stored["schedule.max_iter"] == 20
+    assert describe_schedule_change(stored, _plan(), []) is None
+    assert describe_schedule_change(stored, _plan(max_iter=30, steps=[15, 25], gamma=0.5), []) == \
+        "max_iter 20 -> 30; steps [15] -> [15, 25]; gamma 0.1 -> 0.5"
+
+
+def test_schedule_change_of_a_checkpoint_with_only_its_lr_list():
+    from defrcn.engine.schedule import describe_schedule_change
+
+    old = lr_per_step(0.02, 20, [15], 0.1, 5, 0.001)
+    new = lr_per_step(0.02, 30, [18], 0.1, 5, 0.001)
+    stored = {"schedule.learning_rate": old}
+    assert describe_schedule_change(stored, {}, old) is None
+    assert describe_schedule_change(stored, {}, new) == "max_iter 20 -> 30; learning rate of iteration 16 0.002 -> 0.02"
