@@ -1,4 +1,5 @@
 """Small pieces shared by the tests (as mmengine.testing): nothing here runs in training."""
+import numpy as np
 from mindspore import nn, ops
 
 
@@ -30,8 +31,6 @@ def write_torch_file(path, obj, *, legacy=False):
     import pickle
     import struct
     import zipfile
-
-    import numpy as np
 
     storage_names = {np.dtype(np.float32): "FloatStorage", np.dtype(np.float64): "DoubleStorage",
                      np.dtype(np.float16): "HalfStorage", np.dtype(np.int64): "LongStorage",
@@ -125,3 +124,66 @@ def write_torch_file(path, obj, *, legacy=False):
         for key, array in storages:
             archive.writestr(f"archive/data/{key}", array.tobytes())
         archive.writestr("archive/version", "3\n")
+
+
+STAGE_BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+def resnet_block_shapes(depth):
+    """[(stage 2..5, block, [(conv, (out, in, k, k))], shortcut (out, in) or None)] of a
+    detectron2 ResNet (BasicBlock for 18, BottleneckBlock otherwise; res2 out 64 / 256)."""
+    bottleneck = depth >= 50
+    blocks, channels = [], 64
+    for stage, count in zip((2, 3, 4, 5), STAGE_BLOCKS[depth]):
+        width = 64 * 2 ** (stage - 2)
+        out = width * 4 if bottleneck else width
+        for block in range(count):
+            c_in = channels if block == 0 else out
+            if bottleneck:
+                convs = [("conv1", (width, c_in, 1, 1)), ("conv2", (width, width, 3, 3)), ("conv3", (out, width, 1, 1))]
+            else:
+                convs = [("conv1", (out, c_in, 3, 3)), ("conv2", (out, out, 3, 3))]
+            shortcut = (out, c_in) if block == 0 and c_in != out else None
+            blocks.append((stage, block, convs, shortcut))
+        channels = out
+    return blocks
+
+
+def random_or_zeros(shape, rng, zeros):
+    """float32 array of `shape`: zeros, or standard normal draws from `rng`."""
+    return np.zeros(shape, np.float32) if zeros else rng.normal(size=shape).astype(np.float32)
+
+
+def original_defrcn_state(depth, num_classes, num_anchors=15, seed=0, zeros_backbone=False, predictor=True):
+    """{name: array} of the original DeFRCN GeneralizedRCNN at `depth` (C4, res5 in the ROI heads),
+    random values, with the names and shapes er-muyue/DeFRCN's checkpoints have."""
+    rng = np.random.default_rng(seed)
+    state = {"backbone.stem.conv1.weight": random_or_zeros((64, 3, 7, 7), rng, zeros_backbone)}
+    norm = ("weight", "bias", "running_mean", "running_var")
+    for field in norm:
+        state[f"backbone.stem.conv1.norm.{field}"] = random_or_zeros((64,), rng, zeros_backbone)
+    for stage, block, convs, shortcut in resnet_block_shapes(depth):
+        prefix = f"roi_heads.res5.{block}." if stage == 5 else f"backbone.res{stage}.{block}."
+        layers = list(convs) + ([("shortcut", shortcut + (1, 1))] if shortcut else [])
+        for conv, shape in layers:
+            state[prefix + conv + ".weight"] = random_or_zeros(shape, rng, zeros_backbone)
+            for field in norm:
+                state[f"{prefix}{conv}.norm.{field}"] = random_or_zeros(shape[:1], rng, zeros_backbone)
+    c4 = state["backbone.res4.0.conv1.weight"].shape[0] * (4 if depth >= 50 else 1)
+    c5 = c4 * 2
+    heads = {"proposal_generator.rpn_head.conv.weight": (c4, c4, 3, 3), "proposal_generator.rpn_head.conv.bias": (c4,),
+             "proposal_generator.rpn_head.objectness_logits.weight": (num_anchors, c4, 1, 1),
+             "proposal_generator.rpn_head.objectness_logits.bias": (num_anchors,),
+             "proposal_generator.rpn_head.anchor_deltas.weight": (4 * num_anchors, c4, 1, 1),
+             "proposal_generator.rpn_head.anchor_deltas.bias": (4 * num_anchors,),
+             "affine_rpn.weight": (1, c4, 1, 1), "affine_rpn.bias": (1, c4, 1, 1),
+             "affine_rcnn.weight": (1, c4, 1, 1), "affine_rcnn.bias": (1, c4, 1, 1)}
+    if predictor:
+        heads.update({"roi_heads.box_predictor.cls_score.weight": (num_classes + 1, c5),
+                      "roi_heads.box_predictor.cls_score.bias": (num_classes + 1,),
+                      "roi_heads.box_predictor.bbox_pred.weight": (4 * num_classes, c5),
+                      "roi_heads.box_predictor.bbox_pred.bias": (4 * num_classes,)})
+    for name, shape in heads.items():
+        state[name] = rng.normal(size=shape).astype(np.float32)
+    state["proposal_generator.anchor_generator.cell_anchors.0"] = np.zeros((num_anchors, 4), np.float32)
+    return state

@@ -21,7 +21,7 @@ import numpy as np
 
 from defrcn.errors import InputError
 
-__all__ = ["RefusedGlobal", "load_pickle", "load_torch"]
+__all__ = ["RefusedGlobal", "file_format", "load_pickle", "load_torch"]
 
 # torch.<Name>Storage -> the numpy dtype of its elements (bfloat16 is widened to float32 below)
 TORCH_STORAGE_DTYPES = {
@@ -31,6 +31,22 @@ TORCH_STORAGE_DTYPES = {
 }
 # torch.save's legacy format starts with this pickled number (torch/serialization.py MAGIC_NUMBER)
 TORCH_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+
+
+_TORCH_LEGACY_HEAD = pickle.dumps(TORCH_LEGACY_MAGIC, protocol=2)
+
+
+def file_format(path):
+    """"torch-zip", "torch-legacy", "pickle" or "other", from the file's first bytes."""
+    with open(path, "rb") as handle:
+        head = handle.read(len(_TORCH_LEGACY_HEAD))
+    if head.startswith(b"PK\x03\x04"):
+        return "torch-zip"
+    if head == _TORCH_LEGACY_HEAD:
+        return "torch-legacy"
+    if head[:1] == b"\x80" or head[:1] in (b"(", b"}", b"]", b"c"):  # protocol >= 2, or 0/1 opcodes
+        return "pickle"
+    return "other"
 
 
 class RefusedGlobal(pickle.UnpicklingError):
@@ -161,6 +177,8 @@ def _refused(path, error):
     if isinstance(error, (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError,
                           IndexError, AttributeError, struct.error, zipfile.BadZipFile, OSError)):
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if isinstance(error, zipfile.BadZipFile):
+            detail = f"a damaged or cut-short zip: {detail}"
         return InputError(f"not a readable weights file ({detail})", path=path)
     return None
 
@@ -178,6 +196,9 @@ def load_pickle(path):
     Raises InputError naming the file if it calls anything but numpy's array rebuilding
     (the refused global is named) or is not a pickle."""
     path = _checked_file(path)
+    if file_format(path).startswith("torch"):
+        raise InputError("a PyTorch file (torch.save), not a detectron2/Caffe2 pickle: convert a torchvision "
+                         "ResNet with `tools/convert.py torchvision`, a DeFRCN detector with `defrcn`", path=path)
     try:
         with open(path, "rb") as handle:
             return _WeightsUnpickler(handle).load()
@@ -257,8 +278,12 @@ def load_torch(path):
     Raises InputError naming the file if it calls anything but tensor and numpy rebuilding
     (the refused global is named) or is not a PyTorch file."""
     path = _checked_file(path)
+    kind = file_format(path)
+    if kind == "pickle":
+        raise InputError("a plain pickle, not a PyTorch file (torch.save): convert a detectron2/Caffe2 .pkl "
+                         "with `tools/convert.py detectron2`", path=path)
     try:
-        if zipfile.is_zipfile(path):
+        if kind == "torch-zip":
             return _materialized(_load_torch_zip(path))
         with open(path, "rb") as handle:
             return _materialized(_load_torch_legacy(handle))

@@ -21,73 +21,17 @@ from defrcn.data.classes import coco_split_classes
 from defrcn.data.synthetic import BASE_CLASS_NAMES, NOVEL_CLASS_NAMES
 from defrcn.engine import load_recipe
 from defrcn.errors import InputError
-from defrcn.testing import write_torch_file
+from defrcn.testing import STAGE_BLOCKS, random_or_zeros, resnet_block_shapes, write_torch_file
+from defrcn.testing import original_defrcn_state as defrcn_state
 
 REPO = Path(__file__).resolve().parents[2]
 # The toy json's category order (ascending id) interleaves novel and base classes, as COCO does.
 TOY_ORDER = ["orange_diamond", "red_circle", "blue_square", "purple_hexagon", "green_triangle",
              "yellow_star", "white_arrow", "magenta_cross", "cyan_ring"]
-STAGE_BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
 # --------------------------------------------------------------------------------------------
 # source state dicts, from each code base's naming
-
-
-def _resnet_blocks(depth):
-    """[(stage 2..5, block, [(conv, (out, in, k, k))], shortcut (out, in) or None)] of a
-    detectron2 ResNet (BasicBlock for 18, BottleneckBlock otherwise; res2 out 64 / 256)."""
-    bottleneck = depth >= 50
-    blocks, channels = [], 64
-    for stage, count in zip((2, 3, 4, 5), STAGE_BLOCKS[depth]):
-        width = 64 * 2 ** (stage - 2)
-        out = width * 4 if bottleneck else width
-        for block in range(count):
-            c_in = channels if block == 0 else out
-            if bottleneck:
-                convs = [("conv1", (width, c_in, 1, 1)), ("conv2", (width, width, 3, 3)), ("conv3", (out, width, 1, 1))]
-            else:
-                convs = [("conv1", (out, c_in, 3, 3)), ("conv2", (out, out, 3, 3))]
-            shortcut = (out, c_in) if block == 0 and c_in != out else None
-            blocks.append((stage, block, convs, shortcut))
-        channels = out
-    return blocks
-
-
-def _fill(shape, rng, zeros):
-    return np.zeros(shape, np.float32) if zeros else rng.normal(size=shape).astype(np.float32)
-
-
-def defrcn_state(depth, num_classes, num_anchors=15, seed=0, zeros_backbone=False, predictor=True):
-    """{name: array} of the original DeFRCN GeneralizedRCNN at `depth` (C4, res5 in the ROI heads)."""
-    rng = np.random.default_rng(seed)
-    state = {"backbone.stem.conv1.weight": _fill((64, 3, 7, 7), rng, zeros_backbone)}
-    norm = ("weight", "bias", "running_mean", "running_var")
-    for field in norm:
-        state[f"backbone.stem.conv1.norm.{field}"] = _fill((64,), rng, zeros_backbone)
-    for stage, block, convs, shortcut in _resnet_blocks(depth):
-        prefix = f"roi_heads.res5.{block}." if stage == 5 else f"backbone.res{stage}.{block}."
-        layers = list(convs) + ([("shortcut", shortcut + (1, 1))] if shortcut else [])
-        for conv, shape in layers:
-            state[prefix + conv + ".weight"] = _fill(shape, rng, zeros_backbone)
-            for field in norm:
-                state[f"{prefix}{conv}.norm.{field}"] = _fill(shape[:1], rng, zeros_backbone)
-    c4 = state["backbone.res4.0.conv1.weight"].shape[0] * (4 if depth >= 50 else 1)
-    c5 = c4 * 2
-    heads = {"proposal_generator.rpn_head.conv.weight": (c4, c4, 3, 3), "proposal_generator.rpn_head.conv.bias": (c4,),
-             "proposal_generator.rpn_head.objectness_logits.weight": (num_anchors, c4, 1, 1),
-             "proposal_generator.rpn_head.objectness_logits.bias": (num_anchors,),
-             "proposal_generator.rpn_head.anchor_deltas.weight": (4 * num_anchors, c4, 1, 1),
-             "proposal_generator.rpn_head.anchor_deltas.bias": (4 * num_anchors,),
-             "affine_rpn.weight": (1, c4, 1, 1), "affine_rpn.bias": (1, c4, 1, 1),
-             "affine_rcnn.weight": (1, c4, 1, 1), "affine_rcnn.bias": (1, c4, 1, 1)}
-    if predictor:
-        heads.update({CLS_WEIGHT: (num_classes + 1, c5), CLS_BIAS: (num_classes + 1,),
-                      BOX_WEIGHT: (4 * num_classes, c5), BOX_BIAS: (4 * num_classes,)})
-    for name, shape in heads.items():
-        state[name] = rng.normal(size=shape).astype(np.float32)
-    state["proposal_generator.anchor_generator.cell_anchors.0"] = np.zeros((num_anchors, 4), np.float32)
-    return state
 
 
 def port_state(depth, num_classes, num_anchors=15, seed=0):
@@ -98,7 +42,7 @@ def port_state(depth, num_classes, num_anchors=15, seed=0):
     state = {"backbone.stem.conv1.weight": rng.normal(size=(64, 3, 7, 7)).astype(np.float32)}
     for field in bn:
         state[f"backbone.stem.bn1.{field}"] = rng.uniform(0.5, 1.5, 64).astype(np.float32)
-    for stage, block, convs, shortcut in _resnet_blocks(depth):
+    for stage, block, convs, shortcut in resnet_block_shapes(depth):
         prefix = f"layer4.{block}." if stage == 5 else f"backbone.layer{stage - 1}.{block}."
         layers = [(conv, f"bn{conv[-1]}", shape) for conv, shape in convs]
         if shortcut:

@@ -9,11 +9,14 @@ are also tested one by one next to their modules (tests/data, tests/tools); this
 place that runs them all through the CLIs.
 """
 import json
+import pickle
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from defrcn.testing import original_defrcn_state, write_torch_file
 
 pytestmark = pytest.mark.slow
 TRAIN = "recipes/toy_base.py"
@@ -127,12 +130,87 @@ def train_init_other_model(case):
     return _train(case, recipe=TRAIN) + ["--init", str(case.nine_class_ckpt)]
 
 
+def _torchvision_resnet18():
+    """{torchvision name: array} of a ResNet-18 (the names and shapes mindcv's model maps from)."""
+    import mindcv
+    import numpy as np
+
+    state = {}
+    for name, param in mindcv.create_model("resnet18").parameters_dict().items():
+        for ours, theirs in (("classifier.", "fc."), (".down_sample.", ".downsample."), (".gamma", ".weight"),
+                             (".beta", ".bias"), (".moving_mean", ".running_mean"),
+                             (".moving_variance", ".running_var")):
+            name = name.replace(ours, theirs)
+        state[name] = np.full(tuple(param.shape), 0.5, np.float32)
+    return state
+
+
+def _truncated(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
 def convert_not_a_resnet(case):
-    torch = pytest.importorskip("torch")  # writing a .pth needs PyTorch (not a dependency)
+    import numpy as np
 
     source = case.out / "not_resnet.pth"
-    torch.save({"encoder.weight": torch.zeros(4, 4), "head.bias": torch.zeros(4)}, str(source))
+    write_torch_file(source, {"encoder.weight": np.zeros((4, 4), np.float32), "head.bias": np.zeros(4, np.float32)})
     return ["convert", "torchvision", source, case.out / "converted.ckpt"]
+
+
+def convert_truncated_pth(case):
+    source = case.out / "resnet18.pth"
+    write_torch_file(source, _torchvision_resnet18())
+    return ["convert", "torchvision", _truncated(source), case.out / "converted.ckpt"]
+
+
+def convert_truncated_legacy_pth(case):
+    source = case.out / "resnet18_legacy.pth"
+    write_torch_file(source, _torchvision_resnet18(), legacy=True)
+    return ["convert", "torchvision", _truncated(source), case.out / "converted.ckpt"]
+
+
+def convert_truncated_pkl(case):
+    import numpy as np
+
+    source = case.out / "R-18.pkl"
+    with open(source, "wb") as handle:
+        pickle.dump({"blobs": {"conv1_w": np.zeros((64, 3, 7, 7), np.float32)}}, handle, protocol=2)
+    return ["convert", "detectron2", _truncated(source), case.out / "converted.ckpt"]
+
+
+def convert_wrong_shape(case):
+    import numpy as np
+
+    state = _torchvision_resnet18()
+    state["layer1.0.conv1.weight"] = np.zeros((64, 64, 1, 1), np.float32)
+    source = case.out / "resnet18.pth"
+    write_torch_file(source, state)
+    return ["convert", "torchvision", source, case.out / "converted.ckpt"]
+
+
+def convert_torchvision_as_detectron2(case):
+    source = case.out / "resnet18.pth"
+    write_torch_file(source, _torchvision_resnet18())
+    return ["convert", "detectron2", source, case.out / "converted.ckpt"]
+
+
+def convert_detectron2_as_torchvision(case):
+    import numpy as np
+
+    source = case.out / "R-18.pkl"
+    with open(source, "wb") as handle:
+        pickle.dump({"blobs": {"conv1_w": np.zeros((64, 3, 7, 7), np.float32)}}, handle, protocol=2)
+    return ["convert", "torchvision", source, case.out / "converted.ckpt"]
+
+
+def convert_defrcn_other_class_count(case):
+    # an original DeFRCN R-18 detector for 7 classes: none of the toy's lists (6 base, 3 novel, 9 all)
+    source = case.out / "model_final.pth"
+    write_torch_file(source, {"model": original_defrcn_state(18, 7, num_anchors=12)})
+    return ["convert", "defrcn", source, case.out / "converted.ckpt", "--recipe", TRAIN, "--set",
+            f"data.root={case.root}"]
 
 
 CASES = [
@@ -155,6 +233,17 @@ CASES = [
     ("surgery_other_model", surgery_other_model, ["nine_classes.ckpt", "6 base classes"]),
     ("train_init_other_model", train_init_other_model, ["--init", "nine_classes.ckpt", "9 classes"]),
     ("convert_not_a_resnet", convert_not_a_resnet, ["not_resnet.pth", "not a torchvision ResNet"]),
+    ("convert_truncated_pth", convert_truncated_pth, ["resnet18.pth", "not a readable weights file"]),
+    ("convert_truncated_legacy_pth", convert_truncated_legacy_pth,
+     ["resnet18_legacy.pth", "not a readable weights file"]),
+    ("convert_truncated_pkl", convert_truncated_pkl, ["R-18.pkl", "not a readable weights file"]),
+    ("convert_wrong_shape", convert_wrong_shape,
+     ["resnet18.pth", "layer1.0.conv1.weight: shape (64, 64, 1, 1) where torchvision ResNet-18 has"]),
+    ("convert_torchvision_as_detectron2", convert_torchvision_as_detectron2,
+     ["resnet18.pth", "a PyTorch file", "tools/convert.py torchvision"]),
+    ("convert_detectron2_as_torchvision", convert_detectron2_as_torchvision,
+     ["R-18.pkl", "a plain pickle", "tools/convert.py detectron2"]),
+    ("convert_defrcn_other_class_count", convert_defrcn_other_class_count, ["model_final.pth", "7"]),
 ]
 
 
@@ -191,6 +280,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tools, tmp_path, nine_c
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "[WARNING]" not in result.stderr, result.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    print(f"{name}: {lines[0]}")  # the corpus's messages, with pytest -s
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     assert _snapshot(tmp_path) == before, "the tool wrote or changed files"
