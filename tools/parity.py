@@ -222,12 +222,6 @@ class Table:
 # ------------------------------------------------------------------------------------ original side
 
 
-def peer_site_packages(torch_python):
-    out = subprocess.run([torch_python, "-c", "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))"],
-                         check=True, capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[-1]
-
-
 def run_original(args, work):
     cmd = [args.torch_python, os.path.join(HERE, "parity_original.py"), "--defrcn-src", args.defrcn_src,
            "--detectron2-src", args.detectron2_src, "--work", work, "--threads", str(args.threads)]
@@ -236,16 +230,12 @@ def run_original(args, work):
     subprocess.run(cmd, check=True, env=env)
 
 
-def convert(kind, src, dst, recipe, site, overrides=()):
-    """tools/convert.py, unchanged, with the peer's torch importable after the venv's packages
-    (the project venv has no torch; the converter needs it only to read .pth)."""
+def convert(kind, src, dst, recipe, overrides=()):
+    """tools/convert.py as a user runs it (it reads the original's .pth files without PyTorch)."""
     argv = [os.path.join(HERE, "convert.py"), kind, src, dst]
     if recipe:
         argv += ["--recipe", recipe] + [a for o in overrides for a in ("--set", o)]
-    # addsitedir appends: the venv's numpy and MindSpore keep precedence over the peer's packages
-    boot = ("import runpy, site, sys; site.addsitedir(sys.argv[1]); sys.argv = sys.argv[2:]; "
-            "runpy.run_path(sys.argv[0], run_name='__main__')")
-    out = subprocess.run([sys.executable, "-c", boot, site] + argv, cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable] + argv, cwd=ROOT, capture_output=True, text=True)
     text = (out.stdout + out.stderr).strip()
     lines = [l for l in text.splitlines() if "WARNING" not in l and l.strip()]
     if out.returncode != 0:
@@ -461,7 +451,7 @@ def detection_row(t, label, res, orig, perm, floor=None, upstream_fp32=False):
            f"{len(good)} matched (same class, IoU>=0.99), {len(pairs)} at IoU>=0.5, min IoU {miou:.4f}", floor_text)
 
 
-def compare_config(name, req, work, arrays, site):
+def compare_config(name, req, work, arrays):
     import mindspore as ms
     from defrcn.checkpoint.convert_detector import defrcn_to_detector_name
 
@@ -471,7 +461,7 @@ def compare_config(name, req, work, arrays, site):
     ckpt = os.path.join(work, f"project_{name}.ckpt")
     overrides = recipe_overrides(req, req["canvas_anchors"])
     status(f"{name}: tools/convert.py defrcn original_{name}.pth -> {os.path.basename(ckpt)} ({recipe})")
-    conv_lines = convert("defrcn", os.path.join(work, f"original_{name}.pth"), ckpt, recipe, site, overrides)
+    conv_lines = convert("defrcn", os.path.join(work, f"original_{name}.pth"), ckpt, recipe, overrides)
     for line in conv_lines:
         print("    " + line)
     cfg, model, our_names = project_model(recipe, overrides, ckpt)
@@ -584,19 +574,19 @@ def compare_config(name, req, work, arrays, site):
         extras[f"{tag}/orig_input_shape"] = [int(v) for v in orig["backbone_input_shape"]]
         extras[f"{tag}/canvas"] = list(canvas)
         if with_pcb and tag == req["pcb"]["query_size"]:
-            tables.append(compare_pcb(work, req, arrays, site, orig_names, our_names, cfg))
+            tables.append(compare_pcb(work, req, arrays, orig_names, our_names, cfg))
             print(tables[-1].render(), flush=True)
     return tables, extras
 
 
-def compare_pcb(work, req, arrays, site, orig_names, our_names, cfg):
+def compare_pcb(work, req, arrays, orig_names, our_names, cfg):
     from defrcn.pcb import PCB
     from defrcn.pcb.feature_model import ImageNetResNetFeatures
     from defrcn.pcb.prototypes import compute_prototypes
 
     status("PCB: tools/convert.py torchvision pcb_resnet101.pth")
     ckpt = os.path.join(work, "pcb_resnet101.ckpt")
-    for line in convert("torchvision", os.path.join(work, "pcb_resnet101.pth"), ckpt, None, site):
+    for line in convert("torchvision", os.path.join(work, "pcb_resnet101.pth"), ckpt, None):
         print("    " + line)
     orig = dict(np.load(os.path.join(work, "original_pcb.npz")))
     fm = ImageNetResNetFeatures("resnet101", weights=ckpt)
@@ -729,10 +719,9 @@ def main(argv=None):
             json.dump(req, f, indent=1)
         run_original(args, work)
     status(f"original done ({time.time() - t0:.0f} s); work folder {work}")
-    site = peer_site_packages(args.torch_python)
     all_tables, all_extras = [], {}
     for c in configs:
-        tables, extras = compare_config(c, req, work, arrays, site)
+        tables, extras = compare_config(c, req, work, arrays)
         all_tables += tables
         all_extras[c] = extras
     meta = json.load(open(os.path.join(work, "original_meta.json")))
