@@ -77,22 +77,27 @@ def _leave_cluster():
 
 def train_seeds(recipe_path, seeds, *, overrides=(), output_dir=None, **kwargs):
     """One run per split seed into OUTPUT/seed<S>; finished seeds skipped, half-done resumed."""
+    from defrcn.engine.runtime import launched_by_msrun
+
+    distributed = launched_by_msrun()
+    is_main = not distributed or os.environ.get("RANK_ID", "0") == "0"  # msrun exports RANK_ID per worker
     base = Path(output_dir or load_recipe(recipe_path, overrides).cfg.output_dir)
     runs = []
     for seed in seeds:
         run_dir = base / f"seed{seed}"
         runs.append(run_dir)
+        # Ranks decide alike: rank 0 writes these files of seed S only after a training step
+        # of S, which every rank joins once it has decided for S.
         if (run_dir / "model_final.ckpt").exists():
-            print(f"seed {seed}: finished earlier ({run_dir}), skipped", flush=True)
+            if is_main:
+                print(f"seed {seed}: finished earlier ({run_dir}), skipped", flush=True)
             continue
         resume = (run_dir / "last_checkpoint").exists()
-        print(f"seed {seed}: {'resuming' if resume else 'training'} into {run_dir}", flush=True)
+        if is_main:
+            print(f"seed {seed}: {'resuming' if resume else 'training'} into {run_dir}", flush=True)
         train_recipe(recipe_path, overrides=[*overrides, f"data.split_seed={seed}"],
                      output_dir=run_dir, resume=resume, leave_cluster=False, **kwargs)
-    from defrcn.engine.runtime import launched_by_msrun
-
-    distributed = launched_by_msrun()
-    if not distributed or os.environ.get("RANK_ID", "0") == "0":  # msrun exports RANK_ID per worker
+    if is_main:
         _print_aggregate(runs)
     if distributed:
         _leave_cluster()
