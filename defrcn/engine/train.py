@@ -29,11 +29,11 @@ def parse_seeds(text):
 
 
 def train_recipe(recipe_path, *, overrides=(), output_dir=None, device="CPU", resume=False,
-                 init=None, evaluate=True, pynative=False, leave_cluster=True):
+                 init=None, evaluate=True, pynative=False, leave_cluster=True, runtime=None):
     """Train one recipe; returns the output folder. See tools/train.py for the options.
     `leave_cluster` (msrun): unregister from the launcher's scheduler at the end (a sweep
-    leaves once, after its last seed)."""
-    runtime = setup_runtime(device, pynative=pynative)
+    leaves once, after its last seed). `runtime`: set up already (a sweep sets it up once)."""
+    runtime = runtime or setup_runtime(device, pynative=pynative)
     recipe = load_recipe(recipe_path, overrides)
     cfg = recipe.cfg
     if output_dir:
@@ -77,10 +77,8 @@ def _leave_cluster():
 
 def train_seeds(recipe_path, seeds, *, overrides=(), output_dir=None, **kwargs):
     """One run per split seed into OUTPUT/seed<S>; finished seeds skipped, half-done resumed."""
-    from defrcn.engine.runtime import launched_by_msrun
-
-    distributed = launched_by_msrun()
-    is_main = not distributed or os.environ.get("RANK_ID", "0") == "0"  # msrun exports RANK_ID per worker
+    runtime = setup_runtime(kwargs.pop("device", "CPU"), pynative=kwargs.get("pynative", False))
+    distributed, is_main = runtime.world_size > 1, runtime.is_main  # the rank MindSpore assigned
     base = Path(output_dir or load_recipe(recipe_path, overrides).cfg.output_dir)
     runs = []
     for seed in seeds:
@@ -96,7 +94,7 @@ def train_seeds(recipe_path, seeds, *, overrides=(), output_dir=None, **kwargs):
         if is_main:
             print(f"seed {seed}: {'resuming' if resume else 'training'} into {run_dir}", flush=True)
         train_recipe(recipe_path, overrides=[*overrides, f"data.split_seed={seed}"],
-                     output_dir=run_dir, resume=resume, leave_cluster=False, **kwargs)
+                     output_dir=run_dir, resume=resume, leave_cluster=False, runtime=runtime, **kwargs)
     if is_main:
         _print_aggregate(runs)
     if distributed:
