@@ -17,6 +17,7 @@ import time
 from mindspore.train import Callback
 
 from defrcn.callbacks.period import current_iteration, every_n, loss_parts
+from defrcn.checkpoint import io
 
 
 def peak_rss_mib():
@@ -61,10 +62,12 @@ class MetricsLogger(Callback):
         if not self.is_main:
             return
         os.makedirs(self.output_dir, exist_ok=True)
-        self._log = open(os.path.join(self.output_dir, "log.txt"), "a", encoding="utf-8")
-        self._jsonl = open(os.path.join(self.output_dir, "metrics.jsonl"), "a", encoding="utf-8")
-        self._files = [self._log, self._jsonl]
         start, _ = current_iteration(run_context)
+        jsonl = os.path.join(self.output_dir, "metrics.jsonl")
+        _drop_records_after(jsonl, start)
+        self._log = open(os.path.join(self.output_dir, "log.txt"), "a", encoding="utf-8")
+        self._jsonl = open(jsonl, "a", encoding="utf-8")
+        self._files = [self._log, self._jsonl]
         self._window_start_iter = start
         if self.progress_bar:
             from tqdm import tqdm
@@ -128,3 +131,24 @@ class MetricsLogger(Callback):
         for handle in self._files:
             handle.close()
         self._files = []
+
+
+def _drop_records_after(path, iteration):
+    """Rewrite metrics.jsonl without the records of iterations after `iteration` (those of a
+    killed run past the checkpoint a resume starts from, and a line cut short by the kill), so
+    that a resumed run logs each iteration once, as an uninterrupted one. log.txt, the human
+    log, keeps everything."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # the last line of a killed writer
+        if not isinstance(record, dict) or record.get("iter", 0) <= iteration:
+            kept.append(line)
+    if len(kept) != len(lines):
+        io.write_text_atomic(path, "".join(f"{line}\n" for line in kept))

@@ -12,16 +12,17 @@ from defrcn.callbacks.period import current_iteration, every_n, loss_parts
 
 class TensorBoardWriter(Callback):
     """Args: logdir; loss_names (parts after the total); period (iterations);
-    lr_fn(iteration) -> float."""
+    lr_fn(iteration) -> float; start_iter (a resumed run's first iteration - 1: TensorBoard
+    then drops the events a killed run wrote past it, tensorboardX's `purge_step`)."""
 
-    def __init__(self, logdir, loss_names, period, lr_fn):
+    def __init__(self, logdir, loss_names, period, lr_fn, start_iter=0):
         super().__init__()
         from tensorboardX import SummaryWriter
 
         self.loss_names = tuple(loss_names)
         self.period = int(period)
         self.lr_fn = lr_fn
-        self.writer = SummaryWriter(logdir=logdir)
+        self.writer = SummaryWriter(logdir=logdir, purge_step=start_iter + 1 if start_iter > 0 else None)
 
     def on_train_step_end(self, run_context):
         iteration, is_update_step = current_iteration(run_context)

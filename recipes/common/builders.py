@@ -163,7 +163,8 @@ def callbacks(cfg, ctx):
     if cfg.log.tensorboard and ctx.is_main:
         from defrcn.callbacks.tensorboard import TensorBoardWriter
 
-        writer = TensorBoardWriter(ctx.output_dir, ctx.loss_names, cfg.log.period, ctx.lr_fn)  # DESIGN 9
+        writer = TensorBoardWriter(ctx.output_dir, ctx.loss_names, cfg.log.period, ctx.lr_fn,
+                                   start_iter=ctx.start_iter)
         items.append(writer)
     items.append(Checkpointer(ctx.output_dir, plan["checkpoint_period"], cfg.solver.keep_checkpoints,
                               ctx.optimizer, plan["max_iter"], ctx.is_main, schedule=plan))

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from defrcn.callbacks.metrics_logger import MetricsLogger
+from defrcn.callbacks.metrics_logger import MetricsLogger, _drop_records_after
 
 LOSS_NAMES = ("loss_mse", "loss_l1")
 
@@ -46,3 +46,15 @@ def test_other_ranks_write_nothing(tmp_path, tiny_training):
     tiny_training(lambda optimizer: [MetricsLogger(str(tmp_path), LOSS_NAMES, 1, lr_of, 2, False)],
                   max_iter=2)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_records_past_the_resume_point_and_a_torn_line_are_dropped(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"iter": i, "total_loss": 1.0 / i}) for i in (1, 2, 3, 4)]
+    lines.append(json.dumps({"iter": 4, "eval/bAP50": 12.5}))
+    path.write_text("\n".join(lines) + '\n{"iter": 5, "total_lo')
+    _drop_records_after(str(path), 2)
+    assert [json.loads(line)["iter"] for line in path.read_text().splitlines()] == [1, 2]
+    before = path.stat().st_mtime_ns
+    _drop_records_after(str(path), 2)  # nothing to drop: the file is left alone
+    assert path.stat().st_mtime_ns == before

@@ -120,3 +120,8 @@ def test_resumed_run_is_bit_identical_to_the_uninterrupted_one(chain, tools):
                                           chain["out"] / "model_final.ckpt")
     print(f"largest parameter difference after 4 interruptions: {worst}")
     assert differing == [] and worst == 0.0
+
+
+def test_resumed_run_logs_each_iteration_once_as_the_uninterrupted_one(chain, tools):
+    # the killed runs' records past their resume point are dropped when the next run resumes
+    assert tools.logged_iterations(chain["out"]) == tools.logged_iterations(chain["reference"])
