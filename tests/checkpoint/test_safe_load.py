@@ -64,6 +64,18 @@ def _python2_style_array(array):
     return _reconstruct, (np.ndarray, (0,), "b"), (1, array.shape, array.dtype, False, data)
 
 
+def test_detectron2_model_zoo_pickle_loads(tmp_path):
+    # detectron2's model-zoo .pkl (Python 3): {"model": {name: array}, "__author__", "matching_heuristics"}
+    model = {"backbone.bottom_up.stem.conv1.weight": np.ones((2, 3, 7, 7), np.float32),
+             "backbone.bottom_up.res2.0.conv1.norm.running_var": np.full(2, 0.5, np.float32)}
+    path = tmp_path / "model_final_f6e8b1.pkl"
+    with open(path, "wb") as handle:
+        pickle.dump({"model": model, "__author__": "Detectron2 Model Zoo", "matching_heuristics": True}, handle)
+    loaded = load_pickle(path)
+    assert loaded["__author__"] == "Detectron2 Model Zoo" and loaded["matching_heuristics"] is True
+    assert all(np.array_equal(loaded["model"][name], value) for name, value in model.items())
+
+
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_detectron_pickles_of_every_protocol_load(tmp_path, protocol):
     blobs = {"conv1_w": np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2),
