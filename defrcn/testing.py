@@ -187,3 +187,21 @@ def original_defrcn_state(depth, num_classes, num_anchors=15, seed=0, zeros_back
         state[name] = rng.normal(size=shape).astype(np.float32)
     state["proposal_generator.anchor_generator.cell_anchors.0"] = np.zeros((num_anchors, 4), np.float32)
     return state
+
+
+# mindcv name piece -> torchvision's (the inverse of tools/convert.py torchvision)
+_MINDCV_TO_TORCHVISION = (("classifier.", "fc."), (".down_sample.", ".downsample."), (".gamma", ".weight"),
+                          (".beta", ".bias"), (".moving_mean", ".running_mean"),
+                          (".moving_variance", ".running_var"))
+
+
+def torchvision_resnet_shapes(depth, num_classes=1000):
+    """{torchvision name: shape} of a torchvision ResNet (from mindcv's model of that depth)."""
+    import mindcv
+
+    shapes = {}
+    for name, param in mindcv.create_model(f"resnet{depth}", num_classes=num_classes).parameters_dict().items():
+        for ours, theirs in _MINDCV_TO_TORCHVISION:
+            name = name.replace(ours, theirs)
+        shapes[name] = tuple(param.shape)
+    return shapes

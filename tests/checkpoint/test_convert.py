@@ -13,11 +13,8 @@ from defrcn.checkpoint.convert import (BN_EPS, convert, convert_detectron2_weigh
                                        detectron2_to_detector_name, read_torch_state_dict,
                                        torchvision_to_mindcv_name)
 from defrcn.errors import InputError
-from defrcn.testing import write_torch_file
+from defrcn.testing import torchvision_resnet_shapes, write_torch_file
 
-# mindcv name piece -> torchvision's (the inverse of the conversion, to fake torchvision files)
-_TO_TORCHVISION = (("classifier.", "fc."), (".down_sample.", ".downsample."), (".gamma", ".weight"),
-                   (".beta", ".bias"), (".moving_mean", ".running_mean"), (".moving_variance", ".running_var"))
 MAX_ABS_DIFF = 2e-4  # logits up to ~25; measured 6e-6 (R-18) and 2e-5 (R-50): float32 summation order
 
 
@@ -43,15 +40,9 @@ def test_torchvision_names_map_to_mindcv():
 def random_torchvision_state(depth, seed=0):
     """{torchvision name: float32 array} with the shapes of mindcv's resnet<depth>, He-scaled convs
     and BN statistics that keep activations O(1)."""
-    import mindcv
-
     rng = np.random.default_rng(seed)
-    model = mindcv.create_model(f"resnet{depth}", num_classes=10)
     state = {}
-    for name, param in model.parameters_dict().items():
-        shape = tuple(param.shape)
-        for ours, theirs in _TO_TORCHVISION:
-            name = name.replace(ours, theirs)
+    for name, shape in torchvision_resnet_shapes(depth, num_classes=10).items():
         if len(shape) == 4:
             value = rng.normal(0, np.sqrt(2.0 / np.prod(shape[1:])), size=shape)
         elif name.endswith("running_var"):

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from defrcn.testing import original_defrcn_state, write_torch_file
+from defrcn.testing import original_defrcn_state, torchvision_resnet_shapes, write_torch_file
 
 pytestmark = pytest.mark.slow
 TRAIN = "recipes/toy_base.py"
@@ -131,18 +131,10 @@ def train_init_other_model(case):
 
 
 def _torchvision_resnet18():
-    """{torchvision name: array} of a ResNet-18 (the names and shapes mindcv's model maps from)."""
-    import mindcv
+    """{torchvision name: array} of a ResNet-18 state dict."""
     import numpy as np
 
-    state = {}
-    for name, param in mindcv.create_model("resnet18").parameters_dict().items():
-        for ours, theirs in (("classifier.", "fc."), (".down_sample.", ".downsample."), (".gamma", ".weight"),
-                             (".beta", ".bias"), (".moving_mean", ".running_mean"),
-                             (".moving_variance", ".running_var")):
-            name = name.replace(ours, theirs)
-        state[name] = np.full(tuple(param.shape), 0.5, np.float32)
-    return state
+    return {name: np.full(shape, 0.5, np.float32) for name, shape in torchvision_resnet_shapes(18).items()}
 
 
 def _truncated(path):

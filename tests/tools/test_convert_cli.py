@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from defrcn.checkpoint import io
-from defrcn.testing import write_torch_file
+from defrcn.testing import torchvision_resnet_shapes, write_torch_file
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,15 +26,7 @@ def assert_one_line_error(result, *fragments):
 
 
 def test_torchvision_resnet18_through_the_cli(tmp_path):
-    import mindcv
-
-    state = {}
-    for name, param in mindcv.create_model("resnet18").parameters_dict().items():
-        for ours, theirs in (("classifier.", "fc."), (".down_sample.", ".downsample."), (".gamma", ".weight"),
-                             (".beta", ".bias"), (".moving_mean", ".running_mean"),
-                             (".moving_variance", ".running_var")):
-            name = name.replace(ours, theirs)
-        state[name] = np.full(tuple(param.shape), 0.5, np.float32)
+    state = {name: np.full(shape, 0.5, np.float32) for name, shape in torchvision_resnet_shapes(18).items()}
     state["bn1.num_batches_tracked"] = np.array(3, np.int64)
     write_torch_file(tmp_path / "resnet18.pth", state, legacy=True)  # torchvision's 2017 files are legacy
     result = run_convert("torchvision", tmp_path / "resnet18.pth", tmp_path / "resnet18.ckpt")
