@@ -158,8 +158,52 @@ def largest_difference(path_a, path_b):
     return worst, differing
 
 
+def free_port():
+    """A TCP port free on 127.0.0.1 now (for msrun's --master_port)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def worker_pids(output_dir, rank=None):
+    """pids of the msrun workers training into output_dir (all, or the one of `rank`), from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().split(b"\0")
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if str(output_dir).encode() not in cmdline or b"MS_ROLE=MS_WORKER" not in environ:
+            continue
+        if rank is None or f"RANK_ID={rank}".encode() in environ:
+            found.append(int(entry))
+    return found
+
+
+def kill_job(processes, output_dir):
+    """SIGKILL launched processes' groups and the groups of the msrun workers training into
+    output_dir (msrun starts each worker in a session of its own: killing the launcher's
+    group alone leaves them running)."""
+    processes = processes if isinstance(processes, (list, tuple)) else [processes]
+    for group in [p.pid for p in processes if p.poll() is None] + worker_pids(output_dir):
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for process in processes:
+        if process.poll() is None:
+            process.wait(timeout=60)
+
 for _helper in (wait_for, logged_iterations, kill_group, checkpoint_files,
-                assert_all_checkpoints_readable, parameters, largest_difference):
+                assert_all_checkpoints_readable, parameters, largest_difference, free_port, worker_pids,
+                kill_job):
     setattr(Tools, _helper.__name__, staticmethod(_helper))  # tests reach them as tools.<name>
 
 

@@ -11,7 +11,6 @@ needed; the test allows WORKER_DEATH_TIMEOUT.
 """
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,36 +27,12 @@ SCHEDULE = ["--set", "solver.max_iter=12", "--set", "solver.steps=[10]",
             "--set", "solver.checkpoint_period=4", "--no-eval"]
 
 
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _msrun(tools, out, *options):
     args = tools.train_args(out, *SCHEDULE, *options)
-    command = ["msrun", "--worker_num=2", "--local_worker_num=2", f"--master_port={_free_port()}",
+    command = ["msrun", "--worker_num=2", "--local_worker_num=2", f"--master_port={tools.free_port()}",
                "--join=True", f"--log_dir={out}.msrun_logs", "tools/train.py", *args]
     return subprocess.Popen(command, cwd=REPO, env=tools.env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def _worker_pid(output_dir, rank):
-    """pid of the msrun worker of `rank` training into output_dir (from /proc)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read().split(b"\0")
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                environ = handle.read().split(b"\0")
-        except OSError:
-            continue
-        if (str(output_dir).encode() in cmdline and b"MS_ROLE=MS_WORKER" in environ
-                and f"RANK_ID={rank}".encode() in environ):
-            return int(entry)
-    return None
 
 
 def _finish(process, timeout):
@@ -79,20 +54,21 @@ def test_worker_death_stops_the_job_and_resume_is_bit_identical(tools, tmp_path)
     job = _msrun(tools, out)
     try:
         tools.wait_for(lambda: 3 in tools.logged_iterations(out), 300, "iteration 3", job)
-        victim = _worker_pid(out, 1)
-        assert victim is not None
+        victims = tools.worker_pids(out, rank=1)
+        assert len(victims) == 1
+        victim = victims[0]
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
         code, output = _finish(job, WORKER_DEATH_TIMEOUT)
         stopped_after = time.monotonic() - killed_at
+        left_running = tools.worker_pids(out)  # msrun's own stop, before the clean-up below
     finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
+        tools.kill_job(job, out)
     print(f"msrun stopped {stopped_after:.1f} s after the worker was killed")
     assert code != 0
     assert f"Worker process {victim} exit with exception. Error code: -9" in output
     assert "Distributed job exited with exception" in output
-    assert _worker_pid(out, 0) is None, "the surviving worker was left running"
+    assert left_running == [], "the surviving worker was left running"
     pointer = (out / "last_checkpoint").read_text().strip()
     assert pointer in ("checkpoints/model_0000002.ckpt", "checkpoints/model_0000004.ckpt")
     tools.assert_all_checkpoints_readable(out)

@@ -23,12 +23,10 @@ for both launchers.
 """
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,12 +37,6 @@ RUN_TIMEOUT = 400  # s for a whole training under msrun
 # 12 written iterations at batch 2 -> 6 iterations at 2 workers x 2 images; checkpoints every 2.
 SCHEDULE = ["--set", "solver.max_iter=12", "--set", "solver.steps=[10]",
             "--set", "solver.checkpoint_period=4", "--no-eval"]
-
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _no_local_address(folder):
@@ -62,8 +54,8 @@ class Launchers:
 
     def __init__(self, tools, out, nodes, *options):
         args = tools.train_args(out, *SCHEDULE, *options)
-        port = _free_port()
-        self.out, self.consoles, self.processes = out, [], []
+        port = tools.free_port()
+        self.tools, self.out, self.consoles, self.processes = tools, out, [], []
         for rank in range(nodes):
             env = tools.env()
             if nodes == 1:
@@ -107,59 +99,14 @@ class Launchers:
             assert code == 0, f"node {rank}:\n{self.output(rank)[-3000:]}"
 
     def kill(self):
-        """SIGKILL the launchers' groups (with the scheduler) and the workers' own groups
-        (msrun starts each worker in a new session)."""
-        groups = [p.pid for p in self.processes if p.poll() is None]
-        groups += [pid for pid in (_worker_pid(self.out, r) for r in range(2)) if pid]
-        for group in groups:
-            try:
-                os.killpg(group, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for process in self.processes:
-            process.wait(timeout=60)
+        """SIGKILL the launchers (with the scheduler) and the workers."""
+        self.tools.kill_job(self.processes, self.out)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.kill()
-
-
-def _worker_pid(output_dir, rank):
-    """pid of the msrun worker of `rank` training into output_dir (from /proc)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read().split(b"\0")
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                environ = handle.read().split(b"\0")
-        except OSError:
-            continue
-        if (str(output_dir).encode() in cmdline and b"MS_ROLE=MS_WORKER" in environ
-                and f"RANK_ID={rank}".encode() in environ):
-            return int(entry)
-    return None
-
-
-def _assert_bit_identical(path_a, path_b):
-    from defrcn.checkpoint.io import load_checkpoint
-
-    a, b = load_checkpoint(str(path_a)), load_checkpoint(str(path_b))
-    assert sorted(a) == sorted(b)
-    differing = []
-    for name in a:
-        if isinstance(a[name], str):  # text extras (e.g. ids) compare as text
-            if a[name] != b[name]:
-                differing.append(name)
-            continue
-        x, y = a[name].asnumpy(), b[name].asnumpy()
-        # equal_nan: extra.rng.python_gauss stores "no cached gauss" as NaN
-        if x.dtype != y.dtype or not np.array_equal(x, y, equal_nan=True):
-            differing.append(name)
-    assert differing == [], f"{len(differing)} of {len(a)} entries differ: {differing[:10]}"
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +123,7 @@ def test_two_launchers_train_bit_identical_to_one(tools, tmp_path, one_launcher)
     with Launchers(tools, out, 2) as job:
         job.finish()
     assert "Start scheduler process" not in job.output(1)  # node 1 acted as another machine
-    _assert_bit_identical(one_launcher, out / "model_final.ckpt")
+    assert tools.largest_difference(one_launcher, out / "model_final.ckpt") == (0.0, [])
 
 
 def test_killed_worker_stops_both_launchers_and_resume_is_bit_identical(tools, tmp_path,
@@ -185,10 +132,12 @@ def test_killed_worker_stops_both_launchers_and_resume_is_bit_identical(tools, t
     with Launchers(tools, out, 2) as job:
         tools.wait_for(lambda: 3 in tools.logged_iterations(out), 300, "iteration 3",
                        job.processes[0])
-        victim = _worker_pid(out, 1)
-        assert victim is not None
+        victims = tools.worker_pids(out, rank=1)
+        assert len(victims) == 1
+        victim = victims[0]
         os.kill(victim, signal.SIGKILL)
         ended = job.wait(WORKER_DEATH_TIMEOUT)
+        left_running = tools.worker_pids(out)  # msrun's own stop, before the clean-up on exit
     for rank, (code, after) in enumerate(ended):
         print(f"node {rank}'s launcher exited {code} {after:.1f} s after the kill")
         assert code != 0
@@ -198,7 +147,7 @@ def test_killed_worker_stops_both_launchers_and_resume_is_bit_identical(tools, t
               if line.startswith("error: ") and "worker 1 is the first one timed out" in line]
     assert reason, node0[-3000:]
     print(f"node 0's reason: {reason[0]}")
-    assert _worker_pid(out, 0) is None and _worker_pid(out, 1) is None
+    assert left_running == [], "a worker was left running"
     pointer = (out / "last_checkpoint").read_text().strip()
     assert pointer in ("checkpoints/model_0000002.ckpt", "checkpoints/model_0000004.ckpt")
     tools.assert_all_checkpoints_readable(out)
@@ -206,4 +155,4 @@ def test_killed_worker_stops_both_launchers_and_resume_is_bit_identical(tools, t
     with Launchers(tools, out, 2, "--resume") as job:
         job.finish()
     assert f"at iteration {int(pointer[-12:-5])}" in job.output(0)
-    _assert_bit_identical(one_launcher, out / "model_final.ckpt")
+    assert tools.largest_difference(one_launcher, out / "model_final.ckpt") == (0.0, [])

@@ -11,13 +11,8 @@ during step 4: seed 1's model_0000002 is on disk, its model_final is not. A work
 alone stopping msrun is tests/reliability/test_msrun_kill_resume.py's subject (it costs ~30 s).
 """
 import hashlib
-import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,17 +29,11 @@ TIMEOUT = 900  # s for one whole sweep (three compiles at most, the rest from th
 pytestmark = pytest.mark.slow
 
 
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Sweep:
     """Starts `tools/train.py RECIPE --seeds 0-2` into a folder, alone or under msrun."""
 
-    def __init__(self, toy_tools, base_weights, workers):
-        self.toy_tools, self.workers = toy_tools, workers
+    def __init__(self, tools, toy_tools, base_weights, workers):
+        self.tools, self.toy_tools, self.workers = tools, toy_tools, workers
         self.sets = toy_tools.sets(*SCHEDULE[workers], f"model.base_weights={base_weights}")
         self.cache = f"seeds_resume_{workers}"  # one compile cache per graph (tests/conftest.py)
 
@@ -54,7 +43,7 @@ class Sweep:
         if self.workers == 1:
             return [sys.executable, *train]
         return ["msrun", f"--worker_num={self.workers}", f"--local_worker_num={self.workers}",
-                f"--master_port={_free_port()}", "--join=True", f"--log_dir={out}.msrun_logs", *train]
+                f"--master_port={self.tools.free_port()}", "--join=True", f"--log_dir={out}.msrun_logs", *train]
 
     def start(self, out, log):
         """Popen in its own session, stdout and stderr together into the file `log`."""
@@ -70,62 +59,8 @@ class Sweep:
         except subprocess.TimeoutExpired:
             pytest.fail(f"sweep into {out} still running after {TIMEOUT} s:\n{log.read_text()[-3000:]}")
         finally:
-            kill_job(process, out)
+            self.tools.kill_job(process, out)
         return process.returncode, log.read_text()
-
-
-def worker_pids(output_dir):
-    """pids of the msrun workers training into output_dir (from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read().split(b"\0")
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                environ = handle.read().split(b"\0")
-        except OSError:
-            continue
-        if str(output_dir).encode() in cmdline and b"MS_ROLE=MS_WORKER" in environ:
-            found.append(int(entry))
-    return found
-
-
-def kill_job(process, output_dir):
-    """SIGKILL the sweep's process group and, under msrun, each worker's (msrun starts every
-    worker in a session of its own, so killing the launcher's group alone leaves them)."""
-    for group in [process.pid, *worker_pids(output_dir)]:
-        try:
-            os.killpg(group, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    if process.poll() is None:
-        process.wait(timeout=60)
-
-
-def logged_iterations(run_dir):
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    found = []
-    for line in path.read_text().splitlines():
-        try:
-            found.append(json.loads(line)["iter"])
-        except (ValueError, KeyError):
-            pass  # a line cut by the kill
-    return found
-
-
-def wait_for(predicate, timeout, what, process):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if process.poll() is not None:
-            pytest.fail(f"the sweep ended (rc {process.returncode}) before {what}")
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def sha256(path):
@@ -144,10 +79,10 @@ def differing_entries(path_a, path_b):
 
 @pytest.fixture(scope="module", params=[1, pytest.param(2, marks=pytest.mark.msrun)],
                 ids=["one_process", "msrun"])
-def sweep(request, toy_tools, toy_base_run, tmp_path_factory):
+def sweep(request, tools, toy_tools, toy_base_run, tmp_path_factory):
     """Runs the reference sweep, the killed one and its restart; returns what they left."""
     workers = request.param
-    runner = Sweep(toy_tools, toy_base_run / "model_final.ckpt", workers)
+    runner = Sweep(tools, toy_tools, toy_base_run / "model_final.ckpt", workers)
     root = tmp_path_factory.mktemp(f"seeds_resume_{workers}")
     rec = {"reference": root / "A", "out": root / "B"}
     rec["reference_run"] = runner.run(rec["reference"], root / "A.log")
@@ -156,10 +91,11 @@ def sweep(request, toy_tools, toy_base_run, tmp_path_factory):
     out = rec["out"]
     job = runner.start(out, root / "B_killed.log")
     try:
-        wait_for(lambda: 3 in logged_iterations(out / "seed1"), TIMEOUT, "seed 1's iteration 3", job)
+        tools.wait_for(lambda: 3 in tools.logged_iterations(out / "seed1"), TIMEOUT, "seed 1's iteration 3",
+                       job)
     finally:
-        kill_job(job, out)
-    rec["left_running"] = worker_pids(out)
+        tools.kill_job(job, out)
+    rec["left_running"] = tools.worker_pids(out)
     rec["after_kill"] = {
         "seed1_pointer": (out / "seed1" / "last_checkpoint").read_text().strip(),
         "seed1_final": (out / "seed1" / "model_final.ckpt").exists(),
