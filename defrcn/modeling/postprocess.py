@@ -16,17 +16,19 @@ import mindspore as ms
 import mindspore.ops as ops
 
 from defrcn.modeling.boxes import clip_boxes
-from defrcn.modeling.nms import batched_nms
+from defrcn.modeling.nms import NMS_BLOCK, batched_nms
 
 
 def detect(logits, deltas, proposals, proposal_valid, image_sizes, box_coder, *, num_classes,
-           score_thresh=0.05, nms_thresh=0.5, detections_per_image=100, pre_nms_topk=4096):
+           score_thresh=0.05, nms_thresh=0.5, detections_per_image=100, pre_nms_topk=4096,
+           nms_block=NMS_BLOCK):
     """Turn predictor outputs into detections.
 
     Args:
         logits (B*P, C+1), deltas (B*P, 4C): predictor outputs for P proposals per image.
         proposals (B, P, 4), proposal_valid (B, P): the RPN's boxes in canvas pixels.
         image_sizes (B, 2): (h, w) of the image content inside the canvas.
+        nms_block: NMS block size (`defrcn.modeling.nms.nms_sorted`: exact at any size).
     Returns:
         boxes (B, D, 4) in canvas pixels, scores (B, D), classes (B, D) int32,
         valid (B, D) float, with D = detections_per_image, best first.
@@ -45,7 +47,8 @@ def detect(logits, deltas, proposals, proposal_valid, image_sizes, box_coder, *,
         top_scores, top_idx = ops.topk(scores, k)
         cand_boxes = ops.gather(img_boxes, top_idx, 0)
         cand_classes = (top_idx % num_classes).astype(ms.int32)
-        idx, valid = batched_nms(cand_boxes, top_scores, cand_classes, nms_thresh, detections_per_image)
+        idx, valid = batched_nms(cand_boxes, top_scores, cand_classes, nms_thresh, detections_per_image,
+                                 block_size=nms_block)
         det_scores = ops.gather(top_scores, idx, 0)
         valid = ops.logical_and(valid > 0, det_scores > score_thresh).astype(ms.float32)
         out_boxes.append(ops.gather(cand_boxes, idx, 0) * valid.expand_dims(1))

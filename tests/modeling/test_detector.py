@@ -101,6 +101,30 @@ def test_inference_in_roi_chunks_equals_all_at_once():
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+def test_nms_in_blocks_gives_the_same_proposals_detections_and_losses():
+    """NMS in blocks (as Ascend needs: at most 2864 boxes per NMSWithMask) equals one NMS: the
+    RPN's 200 pre-NMS boxes and the 200 (class, box) pairs run in blocks of 16."""
+    ms.set_seed(0)
+    model = _small_model()
+    ms.set_seed(0)
+    blocked = _small_model(rpn=dict(SMALL_RPN, nms_block=16), roi=dict(SMALL_ROI, nms_block=16))
+    ms.load_param_into_net(blocked, {p.name: p for p in model.get_parameters()})
+    assert blocked.proposal_generator.nms_block == 16 and model.proposal_generator.nms_block > 200
+    images, sizes = _batch(seed=3)[:2]
+    for net in (model, blocked):
+        net.set_train(False)
+    whole = [o.asnumpy() for o in model(images, sizes)]
+    parts = [o.asnumpy() for o in blocked(images, sizes)]
+    assert whole[3].sum() > 0
+    for a, b in zip(whole, parts):
+        np.testing.assert_array_equal(a, b)
+    for net in (model, blocked):
+        net.set_train(True)
+        net.sample_step.set_data(ms.Tensor(0, ms.int32))
+    batch = _batch(seed=4)
+    assert [float(o.asnumpy()) for o in model(*batch)] == [float(o.asnumpy()) for o in blocked(*batch)]
+
+
 def _fine_tune_gradients(gdl_scale_roi, source=None):
     """(initial parameters, gradients of the total loss w.r.t. every trainable parameter) of a
     frozen-BN R-18 with res5 frozen (DeFRCN fine-tuning), at sampler step 0; `source` is the

@@ -3,7 +3,7 @@ import pytest
 import mindspore as ms
 from mindspore import nn, ops
 
-from defrcn.modeling.nms import batched_nms, nms, nms_keep_mask_sorted
+from defrcn.modeling.nms import batched_nms, nms, nms_keep_mask_sorted, nms_sorted
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -133,3 +133,87 @@ def test_graph_mode_matches_pynative():
     np.testing.assert_array_equal(eager[0], graph[0])
     np.testing.assert_array_equal(eager[1], graph[1])
     assert eager[1].sum() == 8
+
+
+# --------------------------------------------------------------------------------------------
+# blocks: exactly one greedy NMS at any box count (Ascend's NMSWithMask takes <= 2864 boxes)
+
+
+def np_greedy_sorted(boxes, usable, threshold):
+    """Greedy NMS over boxes already in score order: positions kept, in order."""
+    kept = []
+    for i in range(len(boxes)):
+        if usable[i] and all(np_iou(boxes[j], boxes[i:i + 1])[0] <= threshold for j in kept):
+            kept.append(i)
+    return kept
+
+
+def run_sorted(boxes, usable, threshold, max_out, block_size):
+    positions, valid = nms_sorted(ms.Tensor(np.asarray(boxes, np.float32)), ms.Tensor(np.asarray(usable, bool)),
+                                  threshold, max_out, block_size)
+    positions, valid = positions.asnumpy(), valid.asnumpy()
+    assert positions.shape == (max_out,) and not positions[~valid].any()
+    return positions[valid].tolist()
+
+
+def random_boxes(rng, count, spread=100, size=(5, 40)):
+    corners = rng.uniform(0, spread, size=(count, 2))
+    return np.concatenate([corners, corners + rng.uniform(*size, size=(count, 2))], 1).astype(np.float32)
+
+
+BOX_SETS = {
+    "random": lambda rng: random_boxes(rng, 200),
+    "crowded": lambda rng: random_boxes(rng, 200, spread=30, size=(20, 40)),  # most suppressed
+    "identical": lambda rng: np.tile(np.array([[10, 10, 50, 60]], np.float32), (200, 1)),
+    "disjoint": lambda rng: np.array([[20 * i, 0, 20 * i + 10, 10] for i in range(200)], np.float32),
+    "near_threshold": lambda rng: np.array([[i, 0, i + 20, 20] for i in range(200)], np.float32),  # chains
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOX_SETS))
+@pytest.mark.parametrize("block_size", [7, 16, 64, 200])
+def test_blocked_nms_equals_greedy(name, block_size):
+    rng = np.random.default_rng(3)
+    boxes = BOX_SETS[name](rng)
+    usable = rng.random(len(boxes)) > 0.1
+    for threshold in (0.3, 0.7):
+        reference = np_greedy_sorted(boxes, usable, threshold)
+        for max_out in (5, len(reference), 300):  # below, at and above the kept count
+            kept = run_sorted(boxes, usable, threshold, max_out, block_size)
+            assert kept == reference[:max_out], (name, block_size, threshold, max_out)
+
+
+def test_blocked_nms_with_nothing_usable_keeps_nothing():
+    boxes = random_boxes(np.random.default_rng(1), 50)
+    assert run_sorted(boxes, np.zeros(50, bool), 0.5, 10, 8) == []
+
+
+def test_blocked_nms_through_nms_and_batched_nms_with_ties():
+    rng = np.random.default_rng(4)
+    boxes = random_boxes(rng, 150)
+    scores = (rng.integers(0, 30, size=150) / 30).astype(np.float32)  # many ties
+    classes = rng.integers(0, 3, size=150).astype(np.int32)
+    args = [ms.Tensor(a) for a in (boxes, scores, classes)]
+    whole = [t.asnumpy() for t in batched_nms(*args, 0.5, 40, block_size=1000)]
+    blocked = [t.asnumpy() for t in batched_nms(*args, 0.5, 40, block_size=16)]
+    assert np.array_equal(whole[0], blocked[0]) and np.array_equal(whole[1], blocked[1])
+    whole = [t.asnumpy() for t in nms(args[0], args[1], 0.6, 60, block_size=1000)]
+    blocked = [t.asnumpy() for t in nms(args[0], args[1], 0.6, 60, block_size=9)]
+    assert np.array_equal(whole[0], blocked[0]) and np.array_equal(whole[1], blocked[1])
+
+
+class _BlockedCell(nn.Cell):
+    def construct(self, boxes, usable):
+        return nms_sorted(boxes, usable, 0.5, 30, 16)
+
+
+def test_blocked_nms_in_graph_mode():
+    rng = np.random.default_rng(6)
+    boxes = random_boxes(rng, 100)
+    usable = rng.random(100) > 0.2
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        positions, valid = _BlockedCell()(ms.Tensor(boxes), ms.Tensor(usable))
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    assert positions.asnumpy()[valid.asnumpy()].tolist() == np_greedy_sorted(boxes, usable, 0.5)[:30]
