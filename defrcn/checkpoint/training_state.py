@@ -6,7 +6,8 @@ A training checkpoint holds:
     `optimizer.<name>`; the LR list is configuration, not state: a resume takes it from the
     recipe (as detectron2 rebuilds its scheduler), so a run can be extended or its LR steps
     moved; the file's list and `schedule.*` extras say what the run was trained with;
-  - the train step's own parameters (gradient accumulators) as `train_step.<name>`;
+  - the train step's own parameters (gradient accumulators, the loss scaler's scale and
+    counter) as `train_step.<name>`;
   - extras: `iteration` (completed steps; the data pipeline resumes at `start_iter =
     iteration`), MindSpore's default generator state, numpy's and python's global RNG state.
 MindSpore's global seed is set once at start by the trainer; data randomness must be a
@@ -26,6 +27,9 @@ OPTIMIZER_PREFIX = "optimizer."
 TRAIN_STEP_PREFIX = "train_step."
 # optimizer entries that hold the schedule, not the training state: never restored
 SCHEDULE_ENTRIES = (OPTIMIZER_PREFIX + "learning_rate",)
+# train-step entries a checkpoint may lack: the mixed-precision loss scaler's state (a float32
+# run resumed with solver.amp_level on starts the scale afresh; see defrcn/engine/train_step.py)
+OPTIONAL_ENTRIES = (TRAIN_STEP_PREFIX + "loss_scale", TRAIN_STEP_PREFIX + "loss_scale_counter")
 STORED_LR = "schedule.learning_rate"
 RESTART_ADVICE = ("to start a new schedule from its weights pass --init {path} instead of --resume, "
                   "or train into another --output-dir")
@@ -122,12 +126,14 @@ def restore_training_state(cell, optimizer, path, *, with_extras=False):
     for entry in training_state_entries(cell, optimizer):
         if entry["name"].startswith((OPTIMIZER_PREFIX, TRAIN_STEP_PREFIX)) and entry["name"] not in SCHEDULE_ENTRIES:
             targets[entry["name"]] = entry["data"]
-    absent = sorted(set(targets) - set(params))
+    absent = sorted(set(targets) - set(params) - set(OPTIONAL_ENTRIES))
     if absent:
         raise InputError(f"training state incomplete: {len(absent)} missing (e.g. {absent[:3]}): the "
                          f"trained parameters or the optimizer differ from the run that wrote it; {advice}",
                          path=path)
     for name, param in targets.items():
+        if name not in params:  # an optional entry
+            continue
         value = params[name]
         if tuple(value.shape) != tuple(param.shape):
             raise InputError(f"{name}: checkpoint {tuple(value.shape)} vs optimizer {tuple(param.shape)}; "

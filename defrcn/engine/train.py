@@ -44,6 +44,7 @@ def train_recipe(recipe_path, *, overrides=(), output_dir=None, device="CPU", re
     from defrcn.engine.doctor import check_or_raise
 
     doctor_warnings = check_or_raise(cfg, init=init)  # InputError (exit 2) before anything is built
+    _check_speed_keys(cfg)
     train_data = _checked_train_data(recipe, cfg)
     plan = effective_schedule(cfg.solver, runtime.world_size, cfg.solver.ims_per_device,
                               eval_period=cfg.test.eval_period)
@@ -114,6 +115,21 @@ def _print_aggregate(runs):
     print(f"\n{markdown}\n\nwrote {path}", flush=True)
 
 
+def _check_speed_keys(cfg):
+    """solver.amp_level / loss_scale / dataset_sink, refused in one line (exit 2) up front."""
+    from defrcn.engine.precision import amp_settings
+
+    amp_settings(cfg.solver)
+    canvases = cfg.input.canvases
+    if cfg.solver.get("dataset_sink", False) and len(canvases) > 1:
+        # Model's sink feeds a fixed-shape device queue: MindSpore's DatasetHelper wants "the
+        # type and shape of each data in the dataset" consistent (other shapes: sink_size 1 only).
+        side = max(max(canvas) for canvas in canvases)
+        raise InputError(f"solver.dataset_sink: a sink carries one input shape, but input.canvases has "
+                         f"{len(canvases)} ({canvases}); set one canvas that holds them all "
+                         f"(--set input.canvases=[[{side},{side}]]) or leave solver.dataset_sink=false")
+
+
 def _checked_train_data(recipe, cfg):
     """The training records, with every image header read: bad data is one line (exit 2)
     before the output folder is touched."""
@@ -150,13 +166,23 @@ def _train(recipe, cfg, plan, runtime, out, train_data, *, resume, init, evaluat
     from defrcn.checkpoint.training_state import restore_training_state
     from defrcn.data.pipeline import input_errors_as_one_line
     from defrcn.engine.loop import run_training
+    from defrcn.engine.precision import amp_settings, apply_mixed_precision, build_loss_scaler
     from defrcn.engine.train_step import TrainStep
 
     _seed_everything(cfg.seed)  # the same on every rank: identical initialisation
     model = recipe.model(cfg, rank=runtime.rank)
     load_initial_weights(model, cfg, init)
+    amp_level, loss_scale = amp_settings(cfg.solver)
+    apply_mixed_precision(model, amp_level)
+    if amp_level != "O0":
+        logger.info("mixed precision %s, loss scale %s", amp_level, loss_scale)
+        if runtime.device == "CPU":
+            logger.warning("solver.amp_level=%s on CPU: it trains, but slower than float32 (the toy "
+                           "recipe took 1.3x the time per step); mixed precision is for GPU and Ascend",
+                           amp_level)
     optimizer = recipe.optimizer(cfg, model, plan)
-    train_step = TrainStep(model, optimizer, grad_accumulation=plan["accumulate_steps"])
+    train_step = TrainStep(model, optimizer, grad_accumulation=plan["accumulate_steps"],
+                           loss_scaler=build_loss_scaler(loss_scale))
     max_iter = plan["max_iter"]
     rates = lr_per_step(plan["base_lr"], max_iter, plan["steps"], plan["gamma"], plan["warmup_iters"],
                         plan["warmup_factor"])
@@ -189,10 +215,33 @@ def _train(recipe, cfg, plan, runtime, out, train_data, *, resume, init, evaluat
     callbacks = recipe.callbacks(cfg, ctx)
     model.set_train(True)
     with input_errors_as_one_line():
-        run_training(train_step, data.loader, callbacks, start_iter, max_iter)
+        run_training(train_step, data.loader, callbacks, start_iter, max_iter,
+                     sink_size=_sink_size(cfg, plan, start_iter))
     if runtime.is_main:
         _write_final_metrics(callbacks, out, max_iter)
     return out
+
+
+def _sink_size(cfg, plan, start_iter):
+    """Iterations per data sink: log.period, lowered to divide the checkpoint and eval periods,
+    start_iter and max_iter (the same on every rank); 0 = no sink."""
+    if not cfg.solver.get("dataset_sink", False):
+        return 0
+    from defrcn.engine.loop import SINK_FALLBACK, dataset_sink_size, sink_unsupported_reason
+
+    reason = sink_unsupported_reason()
+    if reason:
+        logger.info(SINK_FALLBACK, reason)
+        return 0
+    size = dataset_sink_size(cfg.log.period, start_iter=start_iter, max_iter=plan["max_iter"],
+                             periods=(plan["checkpoint_period"], plan["eval_period"]))
+    numbers = (f"log.period {cfg.log.period}, checkpoint_period {plan['checkpoint_period']}, "
+               f"eval_period {plan['eval_period']}, start {start_iter}, max_iter {plan['max_iter']}")
+    if size:
+        logger.info("solver.dataset_sink: %d iterations per sink (the largest dividing %s)", size, numbers)
+    else:
+        logger.info(SINK_FALLBACK, f"no sink longer than 1 iteration divides {numbers}")
+    return size
 
 
 def _write_final_metrics(callbacks, out, max_iter):

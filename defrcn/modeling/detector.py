@@ -29,6 +29,8 @@ class DeFRCN(nn.Cell):
     """Faster R-CNN C4 with two gradient-decoupled branches (see the module docstring)."""
 
     loss_names = LOSS_NAMES
+    # what `solver.amp_level` converts (defrcn.engine.precision); geometry and losses stay float32
+    mixed_precision_cells = ("backbone", "proposal_generator.head", "roi_heads.res5", "roi_heads.box_predictor")
 
     def __init__(self, *, backbone, rpn_branch, roi_branch, rpn, roi_heads, size_divisibility=0):
         super().__init__()

@@ -117,6 +117,13 @@ def _defrcn_defaults():
             # checkpoints here make long runs resumable.
             checkpoint_period=5000,
             keep_checkpoints=3,
+            # Mixed precision (defrcn/engine/precision.py): "O0" float32, or mindspore.amp's
+            # "O1"/"O2"/"O3" on the backbone and heads, for GPU/Ascend (slower on CPU).
+            amp_level="O0",
+            loss_scale="dynamic",  # with amp: "dynamic" or a fixed number such as "1024"
+            # Data sink mode (defrcn/engine/loop.py): GPU/Ascend in graph mode, one input canvas;
+            # sinks of log.period iterations. Off by default: the COCO/VOC recipes have two canvases.
+            dataset_sink=False,
         ),
         test=dict(
             eval_period=0,  # 0 = evaluate once, after training (d2 TEST.EVAL_PERIOD)

@@ -86,7 +86,7 @@ WORKER = '''
 import sys
 import numpy as np
 import mindspore as ms
-from mindspore import Tensor, nn
+from mindspore import Tensor, amp, nn
 from mindspore.communication import get_rank, init
 from defrcn.engine.train_step import TrainStep
 from defrcn.testing import TinyRegression
@@ -97,12 +97,13 @@ init()
 ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True)
 rank = get_rank()
 
-for accumulation in (1, 2):
+for accumulation, scaled in ((1, False), (2, False), (1, True), (2, True)):
     ms.set_seed(0)
     network = TinyRegression()
     optimizer = nn.Momentum(network.trainable_params(), learning_rate=[0.1, 0.05, 0.02],
                             momentum=0.9)
-    step = TrainStep(network, optimizer, grad_accumulation=accumulation)
+    scaler = amp.StaticLossScaler(1024.0) if scaled else None
+    step = TrainStep(network, optimizer, grad_accumulation=accumulation, loss_scaler=scaler)
     assert isinstance(step.grad_reducer, nn.DistributedGradReducer)
     micro = 4 // accumulation
     for update in range(3):
@@ -113,7 +114,7 @@ for accumulation in (1, 2):
         for m in range(accumulation):
             step(Tensor(shard_x[m * micro:(m + 1) * micro]),
                  Tensor(shard_y[m * micro:(m + 1) * micro]))
-    np.savez(f"{out_dir}/rank{rank}_acc{accumulation}.npz",
+    np.savez(f"{out_dir}/rank{rank}_acc{accumulation}{'_scaled' if scaled else ''}.npz",
              **{p.name: p.asnumpy() for p in network.trainable_params()})
 '''
 
@@ -121,7 +122,8 @@ for accumulation in (1, 2):
 @pytest.mark.slow
 @pytest.mark.msrun
 def test_data_parallel_two_ranks_equals_one_full_batch(tmp_path):
-    """msrun, 2 CPU workers, batch 4 each (and 2x2 with accumulation) == batch 8 alone."""
+    """msrun, 2 CPU workers, batch 4 each (and 2x2 with accumulation) == batch 8 alone; also
+    with a (float32-exact) static loss scale, whose finite check follows the all-reduce."""
     import os
     import socket
     import subprocess
@@ -149,7 +151,7 @@ def test_data_parallel_two_ranks_equals_one_full_batch(tmp_path):
         expected = weights(network)
     finally:
         ms.set_context(mode=previous)
-    for rank, accumulation in [(0, 1), (1, 1), (0, 2), (1, 2)]:
-        got = np.load(tmp_path / f"rank{rank}_acc{accumulation}.npz")
+    for rank, accumulation, suffix in [(r, a, s) for r in (0, 1) for a in (1, 2) for s in ("", "_scaled")]:
+        got = np.load(tmp_path / f"rank{rank}_acc{accumulation}{suffix}.npz")
         for name, value in expected.items():
             np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
