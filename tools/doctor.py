@@ -6,7 +6,8 @@ Examples:
 
 One line per finding (ok / warning / error) on stdout; with any error, exits 2 with the
 first one on stderr. tools/train.py and tools/eval.py run the same checks first and stop
-on an error before building anything.
+on an error before building anything. To check a new GPU or Ascend device itself (the
+detector's stages there against the CPU): tools/selfcheck.py --device GPU.
 """
 import click
 
@@ -35,7 +36,8 @@ def doctor(recipe, overrides, init):
 @click.option("--init", default=None, type=click.Path(), help="Initial weights the run would start from.")
 @cli.debug_option
 def main(recipe, overrides, init, debug):
-    """Check RECIPE (with its --set overrides) before training it."""
+    """Check RECIPE (with its --set overrides) before training it. A new GPU or Ascend device
+    itself: tools/selfcheck.py --device GPU."""
     cli.run(doctor, recipe, list(overrides), init, debug=debug)
 
 
