@@ -316,6 +316,7 @@ def benchmark_recipe(recipe_path, *, mode="infer", batch=None, size=None, iters=
     import mindspore as ms
 
     from defrcn.engine.recipe import load_recipe
+    from defrcn.engine.runtime import keep_graph_precision
 
     recipe = load_recipe(recipe_path, overrides)
     cfg = recipe.cfg
@@ -329,6 +330,7 @@ def benchmark_recipe(recipe_path, *, mode="infer", batch=None, size=None, iters=
     if breakdown and mode != "infer":
         raise InputError("--breakdown: only with --mode infer")
     ms.set_context(device_target=device)
+    keep_graph_precision(device)
     if threads:
         ms.set_context(runtime_num_threads=int(threads))
     ms.set_seed(seed)

@@ -102,6 +102,7 @@ def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"
     import mindspore as ms
 
     from defrcn.checkpoint.io import load_checkpoint  # imports MindSpore: only when a model is built
+    from defrcn.engine.runtime import keep_graph_precision
     from defrcn.modeling.fold_bn import fold_for_inference
 
     devices = ("CPU", "GPU", "Ascend")
@@ -116,6 +117,7 @@ def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"
                          f"'{cfg.data.setting}' has {len(class_names)} names")
     if ms.get_context("device_target") != device:
         ms.set_device(device)
+    keep_graph_precision(device)
     params = load_checkpoint(str(checkpoint))  # before the (slower) model build
     model = recipe.model(cfg)
     _load_weights(model, params, str(checkpoint))
