@@ -26,13 +26,16 @@ from defrcn.engine import cli
 @click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
               help="Evaluate on the test set at eval periods and at the end.")
 @click.option("--pynative", is_flag=True, help="PyNative mode (debugging) instead of graph mode.")
+@click.option("--deterministic", is_flag=True,
+              help="Deterministic kernels (mindspore.set_deterministic): a bit-exact --resume on GPU and "
+                   "Ascend, at some speed; CPU is deterministic without it.")
 @cli.debug_option
-def main(recipe, overrides, output_dir, device, resume, init, seeds, evaluate, pynative, debug):
+def main(recipe, overrides, output_dir, device, resume, init, seeds, evaluate, pynative, deterministic, debug):
     """Train RECIPE; write config.json, logs, metrics, TensorBoard events and checkpoints."""
     from defrcn.engine.train import parse_seeds, train_recipe, train_seeds
 
     common = dict(overrides=overrides, output_dir=output_dir, device=device, init=init,
-                  evaluate=evaluate, pynative=pynative)
+                  evaluate=evaluate, pynative=pynative, deterministic=deterministic)
     if seeds:
         cli.run(lambda: train_seeds(recipe, parse_seeds(seeds), **common), debug=debug)
     else:

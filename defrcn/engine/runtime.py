@@ -66,15 +66,21 @@ def keep_graph_precision(device):
         logging.getLogger(__name__).warning("Ascend precision_mode left as configured (%s)", e)
 
 
-def setup_runtime(device="CPU", *, pynative=False):
+def setup_runtime(device="CPU", *, pynative=False, deterministic=False):
     """Set the MindSpore context (and, on Ascend, keep the graph's float32: see
-    `keep_graph_precision`); under msrun also init the collectives (data parallel)."""
+    `keep_graph_precision`); under msrun also init the collectives (data parallel).
+
+    `deterministic`: MindSpore's deterministic kernels (`mindspore.set_deterministic`, set
+    before the collectives start), which GPU and Ascend need for a bit-exact resume; CPU
+    kernels are deterministic already."""
     import mindspore as ms
 
     if device not in DEVICES:
         raise InputError(f"--device: expected one of {', '.join(DEVICES)}, got {device!r}")
     ms.set_context(mode=ms.PYNATIVE_MODE if pynative else ms.GRAPH_MODE, device_target=device)
     keep_graph_precision(device)
+    if deterministic:
+        ms.set_deterministic(True)
     if not launched_by_msrun():
         return Runtime(device)
     from mindspore.communication import get_group_size, get_rank, init

@@ -29,11 +29,12 @@ def parse_seeds(text):
 
 
 def train_recipe(recipe_path, *, overrides=(), output_dir=None, device="CPU", resume=False,
-                 init=None, evaluate=True, pynative=False, leave_cluster=True, runtime=None):
+                 init=None, evaluate=True, pynative=False, deterministic=False, leave_cluster=True,
+                 runtime=None):
     """Train one recipe; returns the output folder. See tools/train.py for the options.
     `leave_cluster` (msrun): unregister from the launcher's scheduler at the end (a sweep
     leaves once, after its last seed). `runtime`: set up already (a sweep sets it up once)."""
-    runtime = runtime or setup_runtime(device, pynative=pynative)
+    runtime = runtime or setup_runtime(device, pynative=pynative, deterministic=deterministic)
     recipe = load_recipe(recipe_path, overrides)
     cfg = recipe.cfg
     if output_dir:
@@ -78,7 +79,8 @@ def _leave_cluster():
 
 def train_seeds(recipe_path, seeds, *, overrides=(), output_dir=None, **kwargs):
     """One run per split seed into OUTPUT/seed<S>; finished seeds skipped, half-done resumed."""
-    runtime = setup_runtime(kwargs.pop("device", "CPU"), pynative=kwargs.get("pynative", False))
+    runtime = setup_runtime(kwargs.pop("device", "CPU"), pynative=kwargs.get("pynative", False),
+                            deterministic=kwargs.get("deterministic", False))
     distributed, is_main = runtime.world_size > 1, runtime.is_main  # the rank MindSpore assigned
     base = Path(output_dir or load_recipe(recipe_path, overrides).cfg.output_dir)
     runs = []

@@ -22,9 +22,12 @@ from mindspore import ops
 
 from defrcn.modeling.boxes import pairwise_iou
 
-__all__ = ["NMS_BLOCK", "nms_keep_mask_sorted", "first_kept_positions", "nms_sorted", "nms", "batched_nms"]
+__all__ = ["NMS_BLOCK", "EXCLUDED_SCORE", "nms_keep_mask_sorted", "first_kept_positions", "nms_sorted", "nms", "batched_nms"]
 
 NMS_BLOCK = 2864  # the most boxes ops.NMSWithMask takes at once on Ascend
+# Score of boxes that take no part: finite, because TopK's handling of -inf is undocumented
+# (GPU TopK has returned index -1 among many tied -inf values, MindSpore 2.2 bug reports).
+EXCLUDED_SCORE = -1.0e30
 
 
 def nms_keep_mask_sorted(boxes, iou_threshold):
@@ -111,9 +114,12 @@ def nms(boxes, scores, iou_threshold, max_out, valid=None, block_size=NMS_BLOCK)
     """
     scores = ops.stop_gradient(scores).astype(ms.float32)
     if valid is not None:
-        scores = ops.where(valid.astype(ms.bool_), scores, ops.full_like(scores, float("-inf")))
-    order = ops.sort(scores, descending=True)[1].astype(ms.int32)
-    positions, out_valid = nms_sorted(boxes[order], scores[order] > float("-inf"), iou_threshold, max_out,
+        scores = ops.where(valid.astype(ms.bool_), scores, ops.full_like(scores, EXCLUDED_SCORE))
+    # TopK rather than Sort: its docs list float32 on Ascend (Sort warns of accuracy loss)
+    # and a documented tie order, the smaller index first
+    sorted_scores, order = ops.topk(scores, scores.shape[0])
+    order = order.astype(ms.int32)
+    positions, out_valid = nms_sorted(boxes[order], sorted_scores > EXCLUDED_SCORE, iou_threshold, max_out,
                                       block_size)
     indices = order[positions]
     return ops.where(out_valid, indices, ops.zeros_like(indices)), out_valid

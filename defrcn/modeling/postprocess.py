@@ -46,7 +46,7 @@ def detect(logits, deltas, proposals, proposal_valid, image_sizes, box_coder, *,
         scores = ops.where(keep, probs[b], ops.full_like(probs[b], -1.0)).reshape(num_pairs)
         top_scores, top_idx = ops.topk(scores, k)
         cand_boxes = ops.gather(img_boxes, top_idx, 0)
-        cand_classes = (top_idx % num_classes).astype(ms.int32)
+        cand_classes = (top_idx - (top_idx // num_classes) * num_classes).astype(ms.int32)  # not `%` (FloorMod)
         idx, valid = batched_nms(cand_boxes, top_scores, cand_classes, nms_thresh, detections_per_image,
                                  block_size=nms_block)
         det_scores = ops.gather(top_scores, idx, 0)

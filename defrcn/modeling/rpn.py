@@ -11,7 +11,7 @@ from defrcn.modeling.anchors import AnchorGenerator
 from defrcn.modeling.box_coding import RPN_BOX_WEIGHTS, BoxCoder
 from defrcn.modeling.boxes import clip_boxes, nonempty_mask, pairwise_iou
 from defrcn.modeling.matching import match
-from defrcn.modeling.nms import NMS_BLOCK, nms_sorted
+from defrcn.modeling.nms import EXCLUDED_SCORE, NMS_BLOCK, nms_sorted
 from defrcn.modeling.padding import region_mask
 from defrcn.modeling.random_keys import hash_uniform_at
 from defrcn.modeling.sampling import sample_balanced
@@ -141,7 +141,7 @@ class RPN(nn.Cell):
         deltas = flatten_deltas(deltas)
         proposal_logits = logits
         if anchor_valid is not None:
-            proposal_logits = ops.where(anchor_valid, logits, ops.full_like(logits, float("-inf")))
+            proposal_logits = ops.where(anchor_valid, logits, ops.full_like(logits, EXCLUDED_SCORE))
 
         if self.training:
             pre_topk, post_topk = self.pre_nms_topk_train, self.post_nms_topk_train
@@ -167,7 +167,8 @@ class RPN(nn.Cell):
         anchors_per_row = width * self.num_anchors
         index = ops.arange(0, num_total, dtype=ms.int32)
         row = index // anchors_per_row
-        key_index = row * (KEY_ROW_CELLS * self.num_anchors) + index % anchors_per_row
+        column = index - row * anchors_per_row  # not `%`: FloorMod's per-call size limit on Ascend
+        key_index = row * (KEY_ROW_CELLS * self.num_anchors) + column
         return hash_uniform_at(key_index, step, salt)
 
     def _proposals(self, logits, deltas, anchors, image_sizes, pre_topk, post_topk):
@@ -181,7 +182,7 @@ class RPN(nn.Cell):
             boxes = clip_boxes(boxes, image_sizes[image, 0], image_sizes[image, 1])
             usable = ops.logical_and(nonempty_mask(boxes, self.min_size),
                                      ops.isfinite(boxes).all(axis=1))
-            usable = ops.logical_and(usable, ops.isfinite(scores))
+            usable = ops.logical_and(usable, ops.logical_and(ops.isfinite(scores), scores > EXCLUDED_SCORE))
             # Unusable boxes become empty boxes at the origin: they cannot suppress others.
             boxes = ops.where(usable.reshape(-1, 1), boxes, ops.zeros_like(boxes))
             positions, valid = nms_sorted(boxes, usable, self.nms_thresh, post_topk, self.nms_block)

@@ -39,3 +39,11 @@ def test_mode_chosen_elsewhere_is_kept(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="defrcn.engine.runtime"):
         runtime.keep_graph_precision("Ascend")
     assert "left as configured" in caplog.text
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_deterministic_kernels_only_when_asked(recorded, monkeypatch, deterministic):
+    calls = []
+    monkeypatch.setattr(ms, "set_deterministic", calls.append)
+    runtime.setup_runtime("GPU", deterministic=deterministic)
+    assert calls == ([True] if deterministic else [])
