@@ -112,11 +112,10 @@ def restore_training_state(cell, optimizer, path, *, with_extras=False):
     """
     params = io.load_checkpoint(path)
     extras = io.split_extras(params)
-    if "iteration" not in extras:
-        raise InputError("not a training checkpoint (no iteration stored): "
-                         + RESTART_ADVICE.format(path=path), path=path)
-    network = _network_of(cell)
     advice = RESTART_ADVICE.format(path=path)
+    if "iteration" not in extras:
+        raise InputError(f"not a training checkpoint (no iteration stored): {advice}", path=path)
+    network = _network_of(cell)
     try:
         io.load_into(network, params, strict=True)
     except InputError as error:
