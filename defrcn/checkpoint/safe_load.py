@@ -142,6 +142,8 @@ _TORCH_ALLOWED = {
     **{("torch", name): _TorchStorageType(name) for name in TORCH_STORAGE_DTYPES},
 }
 
+_WITH_TORCH_ALLOWED = {**_ALLOWED, **_TORCH_ALLOWED}
+
 
 class _WeightsUnpickler(pickle.Unpickler):
     """Unpickler that resolves only the admitted globals; `storages(key, dtype, numel)` feeds
@@ -154,7 +156,7 @@ class _WeightsUnpickler(pickle.Unpickler):
         self._storages = storages
 
     def find_class(self, module, name):
-        allowed = {**_ALLOWED, **_TORCH_ALLOWED} if self._storages else _ALLOWED
+        allowed = _WITH_TORCH_ALLOWED if self._storages else _ALLOWED
         if (module, name) not in allowed:
             raise RefusedGlobal(module, name)
         return allowed[(module, name)]
