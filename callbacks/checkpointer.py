@@ -17,7 +17,7 @@ from mindspore.train import Callback
 from defrcn.callbacks.period import current_iteration, every_n, loss_parts, non_finite
 from defrcn.checkpoint import io
 from defrcn.checkpoint.training_state import save_training_state
-from defrcn.engine.runtime import fault_point
+from defrcn.utils.faults import fault_point
 from defrcn.engine.schedule import schedule_extras
 
 logger = logging.getLogger(__name__)

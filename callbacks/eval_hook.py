@@ -8,7 +8,7 @@ import logging
 from mindspore.train import Callback
 
 from defrcn.callbacks.period import current_iteration, every_n
-from defrcn.engine.runtime import fault_point
+from defrcn.utils.faults import fault_point
 
 logger = logging.getLogger(__name__)
 IMAGES_TAG = "eval/boxes"  # TensorBoard tag of the pictures: eval/boxes/0, eval/boxes/1, ...

@@ -17,7 +17,7 @@ import time
 from mindspore.train import Callback
 
 from defrcn.callbacks.period import current_iteration, every_n, loss_parts
-from defrcn.checkpoint import io
+from defrcn.utils.atomic import write_text_atomic
 
 
 def peak_rss_mib():
@@ -151,4 +151,4 @@ def _drop_records_after(path, iteration):
         if not isinstance(record, dict) or record.get("iter", 0) <= iteration:
             kept.append(line)
     if len(kept) != len(lines):
-        io.write_text_atomic(path, "".join(f"{line}\n" for line in kept))
+        write_text_atomic(path, "".join(f"{line}\n" for line in kept))

@@ -19,7 +19,6 @@ A write that fails (disk full, unwritable folder) removes its temporary files an
 the input was fine, the machine was not).
 """
 import contextlib
-import errno
 import hashlib
 import logging
 import os
@@ -30,7 +29,10 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor
 
-from defrcn.engine.runtime import fault_point, pid_alive
+from defrcn.utils import atomic
+from defrcn.utils.atomic import (OutputWriteError, fsync_dir, fsync_file, remove_quietly, remove_stale_temp_files,
+                                 temp_path, write_error)
+from defrcn.utils.faults import fault_point
 from defrcn.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -58,66 +60,16 @@ def file_sha256(path, chunk_bytes=1 << 22):
     return digest.hexdigest()
 
 
-def _fsync_file(path):
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not supported on every platform/file system
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _temp_path(path, suffix):
-    folder, name = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f".{name}.tmp-{os.getpid()}{suffix}")
-
-
-_TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)\.(ckpt|sha256|txt|tmp)$")  # see _temp_path
-
-
-def remove_stale_temp_files(folder):
-    """Delete the temp files (`.<name>.tmp-<pid>.*`) that a killed writer left in `folder`;
-    files of a live pid are kept. Returns the deleted paths."""
-    if not os.path.isdir(folder):
-        return []
-    deleted = []
-    for name in sorted(os.listdir(folder)):
-        match = _TEMP_NAME.match(name)
-        if match and not pid_alive(int(match.group(1))):
-            _remove_quietly(os.path.join(folder, name))
-            deleted.append(os.path.join(folder, name))
-    return deleted
-
-
-def _remove_quietly(path):
-    try:
-        os.remove(path)
-    except OSError:  # absent, or the folder became unwritable: nothing more to do
-        pass
-
-
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(OutputWriteError):
     """A checkpoint (or the pointer) could not be written; the message is one line naming
     the file and the reason. The previous checkpoint and pointer are untouched."""
 
 
+_KEPT = "the previous checkpoint is kept"
+
+
 def _write_error(path, error):
-    """CheckpointWriteError for an OSError raised while writing `path` (one line)."""
-    number = getattr(error, "errno", None) or 0
-    lines = str(error).strip().splitlines()
-    reason = getattr(error, "strerror", None) or (lines[0] if lines else type(error).__name__)
-    code = f" [{errno.errorcode[number]}]" if number in errno.errorcode else ""
-    error = CheckpointWriteError(f"{path}: cannot write ({reason}{code}); "
-                                 f"the previous checkpoint is kept")
-    error.errno = number
-    return error
+    return write_error(path, error, kept=_KEPT, error_class=CheckpointWriteError)
 
 
 @contextlib.contextmanager
@@ -139,22 +91,9 @@ def _quiet_mindspore_logger():
 
 
 def write_text_atomic(path, text):
-    """Write `text` to `path` through a temp file in the same folder + fsync + os.replace.
-
-    Raises CheckpointWriteError (the old file untouched) when the folder is full or unwritable.
-    """
-    tmp = _temp_path(path, ".txt")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        raise _write_error(path, error) from None
-    finally:
-        _remove_quietly(tmp)
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    """Write `text` to `path` atomically; CheckpointWriteError (the old file untouched) when
+    the folder is full or unwritable."""
+    return atomic.write_text_atomic(path, text, kept=_KEPT, error_class=CheckpointWriteError)
 
 
 def _extra_value(value):
@@ -189,13 +128,13 @@ def save_checkpoint(params_or_cell, path, *, extra=None):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     append = {EXTRA_PREFIX + key: _extra_value(value) for key, value in (extra or {}).items()}
-    tmp = _temp_path(path, ".ckpt")
-    tmp_hash = _temp_path(path, HASH_SUFFIX)
+    tmp = temp_path(path, ".ckpt")
+    tmp_hash = temp_path(path, HASH_SUFFIX)
     ms_tmp = tmp[:-len(".ckpt")] + ".tmp"  # where ms.save_checkpoint writes before its rename
     try:
         with _quiet_mindspore_logger():
             ms.save_checkpoint(params_or_cell, tmp, append_dict=append or None)
-        _fsync_file(tmp)
+        fsync_file(tmp)
         with open(tmp_hash, "w", encoding="utf-8") as handle:
             handle.write(file_sha256(tmp) + "\n")
             handle.flush()
@@ -208,8 +147,8 @@ def save_checkpoint(params_or_cell, path, *, extra=None):
         raise _write_error(path, error) from None
     finally:
         for leftover in (tmp, tmp_hash, ms_tmp):
-            _remove_quietly(leftover)
-    _fsync_dir(folder)
+            remove_quietly(leftover)
+    fsync_dir(folder)
     return path
 
 
@@ -372,7 +311,7 @@ def prune_checkpoints(folder, keep):
     periodic.sort(reverse=True)
     deleted = []
     for _, path in periodic[keep:]:
-        _remove_quietly(path)
-        _remove_quietly(path + HASH_SUFFIX)
+        remove_quietly(path)
+        remove_quietly(path + HASH_SUFFIX)
         deleted.append(path)
     return deleted

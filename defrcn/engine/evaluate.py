@@ -92,7 +92,8 @@ def evaluate_recipe(recipe_path, *, checkpoint, overrides=(), output_dir=None, p
     """
     from defrcn.engine.recipe import load_recipe
     from defrcn.engine.runtime import setup_runtime
-    from defrcn.evaluation.metrics import format_table, write_json_atomic
+    from defrcn.evaluation.metrics import format_table
+    from defrcn.utils.atomic import write_json_atomic
 
     recipe = load_recipe(recipe_path, overrides)
     cfg = recipe.cfg

@@ -14,6 +14,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from defrcn.errors import InputError
+from defrcn.utils.atomic import atomic_output
 
 __all__ = ["FORMATS", "InferenceGraph", "export_inference_graph", "export_model"]
 
@@ -49,16 +50,11 @@ def export_inference_graph(cfg, model, out_file):
         os.makedirs(folder, exist_ok=True)
     except OSError as error:
         raise InputError(f"cannot create the output folder ({error.strerror})", path=folder) from None
-    base = os.path.join(folder, f".{os.path.basename(out_file)}.tmp-{os.getpid()}")
-    written = base + ".mindir"  # mindspore.export appends the suffix to file_name
-    try:
-        ms.export(InferenceGraph(model), images, image_sizes, file_name=base, file_format="MINDIR")
+    with atomic_output(out_file, ".mindir") as written:  # mindspore.export appends .mindir to file_name
+        ms.export(InferenceGraph(model), images, image_sizes, file_name=written[:-len(".mindir")],
+                  file_format="MINDIR")
         if not os.path.isfile(written):
             raise RuntimeError(f"mindspore.export did not write {written}")
-        os.replace(written, out_file)
-    finally:
-        if os.path.exists(written):
-            os.remove(written)
     return out_file
 
 

@@ -17,12 +17,12 @@ import itertools
 import json
 import os
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 
 from defrcn.engine.config import Config, apply_overrides
 from defrcn.errors import InputError
+from defrcn.utils.atomic import write_json_atomic
 
 __all__ = ["Recipe", "load_recipe", "save_config", "REQUIRED_KEYS", "FINETUNE_KEYS"]
 
@@ -117,22 +117,7 @@ def save_config(cfg, output_dir, recipe_path=None):
     data = cfg.to_dict() if isinstance(cfg, Config) else Config(cfg).to_dict()
     if recipe_path is not None and str(recipe_path).endswith(".py"):
         data["recipe"] = str(Path(recipe_path).resolve())
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / "config.json"
-    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".json.tmp", dir=out)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
+    return Path(write_json_atomic(str(Path(output_dir) / "config.json"), data))
 
 
 def _exec_recipe(path):

@@ -1,27 +1,12 @@
 """Device, distributed and output-folder set-up shared by the train and eval drivers."""
 import logging
 import os
-import signal
 from dataclasses import dataclass
 
 from defrcn.errors import InputError
+from defrcn.utils.atomic import pid_alive
 
 DEVICES = ("CPU", "GPU", "Ascend")
-# Test-only fault injection: `DEFRCN_FAULT=point[,point...]` makes the process SIGKILL itself
-# when it reaches a named point, so crash-and-resume tests hit the same spot every time.
-# Points: `checkpoint_write:after_temp` (checkpoint bytes + hash in temp files, nothing
-# renamed yet), `checkpoint_write:before_pointer` (checkpoint in place, `last_checkpoint` not
-# yet moved), `eval:start` (periodic evaluation about to run). Unset in normal use.
-FAULT_ENV = "DEFRCN_FAULT"
-
-
-def fault_point(name):
-    """SIGKILL this process if `name` is listed in $DEFRCN_FAULT (test hook, see FAULT_ENV)."""
-    wanted = os.environ.get(FAULT_ENV, "")
-    if wanted and name in (item.strip() for item in wanted.split(",")):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 @dataclass(frozen=True)
 class Runtime:
     """Where this process runs: device, rank and world size."""
@@ -88,17 +73,6 @@ def setup_runtime(device="CPU", *, pynative=False, deterministic=False):
     init()  # in msrun's scheduler process this serves the cluster and never returns
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True)
     return Runtime(device, get_rank(), get_group_size())
-
-
-def pid_alive(pid):
-    """True if a process with this pid exists (or exists but is not ours)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class OutputLock:

@@ -178,10 +178,9 @@ class Side:
         self.outputs = {}
 
     def _write_status(self):
-        path = os.path.join(self.folder, "status.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(self.status, f, indent=1)
-        os.replace(path + ".tmp", path)
+        from defrcn.utils.atomic import write_json_atomic
+
+        write_json_atomic(os.path.join(self.folder, "status.json"), self.status, indent=1)
 
     def setup(self, fp32):
         import mindspore as ms

@@ -249,7 +249,7 @@ def _sink_size(cfg, plan, start_iter):
 def _write_final_metrics(callbacks, out, max_iter):
     """OUTPUT/metrics.json (DESIGN section 9) from the evaluation at max_iter, if one ran."""
     from defrcn.callbacks.eval_hook import PeriodicEval
-    from defrcn.evaluation.metrics import write_json_atomic
+    from defrcn.utils.atomic import write_json_atomic
 
     for callback in callbacks:
         if not isinstance(callback, PeriodicEval):

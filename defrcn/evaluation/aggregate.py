@@ -148,29 +148,13 @@ def default_output(run_dirs):
 
 
 def _write_json(path, data):
-    """Atomic JSON write (NaN as null), without importing MindSpore (the CLI stays fast)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    """Atomic JSON write (NaN as null); a folder that cannot be written is bad input here."""
+    from defrcn.utils.atomic import OutputWriteError, write_json_atomic
+
     try:
-        os.makedirs(folder, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(_nan_to_none(data), indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise InputError(f"cannot write: {e.strerror or e}", path=path) from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _nan_to_none(value):
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+        write_json_atomic(path, data)
+    except OutputWriteError as e:
+        raise InputError(str(e)) from None
 
 
 def write_aggregate(run_dirs, out=None, *, per_class=False):

@@ -2,14 +2,12 @@
 
 `metrics` is a flat dict on a 0-100 scale (DESIGN section 9): `AP AP50 AP75 APs APm APl`,
 the same with `b` (base) and `n` (novel) prefixes, and `per_class` {name: AP}. NaN (a
-group without ground truth) is written to json as null.
+group without ground truth) is written to json as null (`defrcn.utils.atomic.write_json_atomic`).
 """
-import json
 import math
 
-from defrcn.checkpoint.io import write_text_atomic
 
-__all__ = ["evaluate_detections", "format_table", "write_json_atomic", "HEADLINE_KEYS"]
+__all__ = ["evaluate_detections", "format_table", "HEADLINE_KEYS"]
 
 HEADLINE_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 GROUPS = (("all", ""), ("base", "b"), ("novel", "n"))
@@ -49,20 +47,3 @@ def format_table(metrics, *, base_classes=(), novel_classes=()):
             tag = " (novel)" if name in novel_classes else " (base)" if name in base_classes else ""
             lines.append(f"{name:<{width}}  {_cell(value):>7}{tag}")
     return "\n".join(lines)
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json_atomic(path, data, *, indent=2):
-    """Write `data` as json atomically (NaN/inf as null); returns path."""
-    text = json.dumps(_json_safe(data), indent=indent, allow_nan=False)
-    write_text_atomic(path, text + "\n")
-    return path

@@ -110,11 +110,11 @@ def _read_cache(path, digest):
 
 
 def _write_cache(path, digest, protos):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}.npz"
-    np.savez(tmp, digest=np.array(digest), class_names=np.array(protos.class_names, dtype=str),
-             vectors=protos.vectors, counts=protos.counts)
-    os.replace(tmp, path)
+    from defrcn.utils.atomic import atomic_output
+
+    with atomic_output(path, ".npz") as tmp:  # np.savez appends .npz to other names
+        np.savez(tmp, digest=np.array(digest), class_names=np.array(protos.class_names, dtype=str),
+                 vectors=protos.vectors, counts=protos.counts)
 
 
 def load_or_compute_prototypes(feature_model, records, meta, cache_dir=None, load_image=None):

@@ -2,7 +2,8 @@
 import json
 import math
 
-from defrcn.evaluation.metrics import format_table, write_json_atomic
+from defrcn.evaluation.metrics import format_table
+from defrcn.utils.atomic import write_json_atomic
 
 METRICS = {"AP": 30.0, "AP50": 50.5, "bAP": 35.0, "bAP50": 55.25, "nAP": math.nan, "nAP50": 1.0,
            "per_class": {"cat": 35.0, "owl": math.nan}}
