@@ -18,7 +18,7 @@ from defrcn.callbacks.period import current_iteration, every_n, loss_parts, non_
 from defrcn.checkpoint import io
 from defrcn.checkpoint.training_state import save_training_state
 from defrcn.utils.faults import fault_point
-from defrcn.engine.schedule import schedule_extras
+from defrcn.solver.schedule import schedule_extras
 
 logger = logging.getLogger(__name__)
 

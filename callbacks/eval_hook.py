@@ -1,7 +1,7 @@
 """Periodic evaluation during training: `eval_fn(iteration) -> {name: value}` every
 `period` iterations and once at `max_iter`; metrics go to the log and, if given, to a
 TensorBoardWriter (`eval/<name>`), with the pictures an eval_fn may attach to its
-metrics (`.images`, see callbacks/eval_images.py) as `eval/boxes/<index>`. The evaluator
+metrics (`.images`, see defrcn/inference/eval_images.py) as `eval/boxes/<index>`. The evaluator
 itself is passed in by the recipe."""
 import logging
 

@@ -6,7 +6,7 @@
     python tools/benchmark.py recipes/coco_base.py --mode data --batch 2      # loader images/s
 
 Random weights with calibrated BN statistics, random images filling an H x W canvas,
-the recipe's own settings (defrcn/engine/benchmark.py explains each choice). Prints one
+the recipe's own settings (defrcn/apps/benchmark.py explains each choice). Prints one
 JSON line (median_ms, min_ms, peak_rss_mib, params, compile_s, proposals_per_image,
 device, mindspore, ...); without --json a one-line summary comes first. Compare with
 the PyTorch peer (shared/bench/torch_frcnn_c4.py) in interleaved runs: see docs/benchmark.md.
@@ -16,7 +16,7 @@ import json
 import click
 
 from defrcn.engine import cli
-from defrcn.engine.benchmark import MODES, benchmark_recipe
+from defrcn.apps.benchmark import MODES, benchmark_recipe
 
 
 def _run(recipe, as_json, **kwargs):

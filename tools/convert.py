@@ -43,7 +43,7 @@ def detector_target(recipe_path, overrides):
     from defrcn.checkpoint.convert_detector import DetectorTarget
     from defrcn.data.catalog import class_lists
     from defrcn.engine import load_recipe
-    from defrcn.engine.predict import class_names_of
+    from defrcn.inference.predict import class_names_of
 
     recipe = load_recipe(recipe_path, overrides)
     cfg = recipe.cfg

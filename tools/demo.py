@@ -5,7 +5,7 @@ training, surgery, 10-shot fine-tuning, evaluation without and with PCB, picture
     python tools/demo.py --quick --out /tmp/demo   # tiny data, a few steps (a smoke test)
 
 Prints a table of bAP, bAP50, nAP, nAP50 and seconds per stage; writes OUT/summary.json and
-OUT/predictions/*.png (see defrcn/engine/demo.py for the stages and folders).
+OUT/predictions/*.png (see defrcn/apps/demo.py for the stages and folders).
 """
 import logging
 
@@ -15,7 +15,7 @@ from defrcn.engine import cli
 
 
 def _demo(out, quick):
-    from defrcn.engine.demo import run_demo
+    from defrcn.apps.demo import run_demo
 
     run_demo(out, quick=quick)
 

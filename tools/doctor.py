@@ -18,7 +18,7 @@ from defrcn.errors import InputError
 def doctor(recipe, overrides, init):
     """Load the recipe, print every finding, raise InputError on the first error."""
     from defrcn.engine.doctor import errors_of, format_finding, run_checks
-    from defrcn.engine.recipe import load_recipe
+    from defrcn.config.recipe import load_recipe
 
     cfg = load_recipe(recipe, overrides).cfg
     findings = run_checks(cfg, init=init)

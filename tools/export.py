@@ -19,7 +19,7 @@ os.environ.setdefault("GLOG_v", "3")
 
 
 def _export(recipe, checkpoint, out, **kwargs):
-    from defrcn.engine.export import export_model
+    from defrcn.inference.export import export_model
 
     click.echo(f"wrote {export_model(recipe, checkpoint, out, **kwargs)}")
 

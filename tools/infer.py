@@ -14,7 +14,7 @@ from defrcn.engine import cli
 
 
 def _infer(recipe, checkpoint, images, out, **kwargs):
-    from defrcn.engine.infer import infer_to_folder
+    from defrcn.inference.infer import infer_to_folder
 
     written = infer_to_folder(recipe, checkpoint, images, out, **kwargs)
     click.echo(f"wrote {len(written)} images' detections to {out}")

@@ -278,7 +278,7 @@ def _a(t):
 def project_model(recipe_path, overrides, ckpt):
     from defrcn.checkpoint.io import load_checkpoint, load_into
     from defrcn.engine import load_recipe
-    from defrcn.engine.predict import class_names_of
+    from defrcn.inference.predict import class_names_of
 
     recipe = load_recipe(os.path.join(ROOT, recipe_path), overrides)
     cfg = recipe.cfg

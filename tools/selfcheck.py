@@ -7,13 +7,13 @@
 Both sides get the same weights and batch; the table lists each stage (features, RPN,
 proposals, ROI head, detections, losses, gradients, one SGD step) with its max abs / rel
 difference, the tolerance and OK / DEPARTS, then the first departing stage and the ops to
-look at (defrcn/engine/selfcheck.py explains each row). Exit code 0 when every stage
+look at (defrcn/apps/selfcheck.py explains each row). Exit code 0 when every stage
 agrees, 1 when one departs or a side fails, 2 on bad options.
 """
 import click
 
 from defrcn.engine import cli
-from defrcn.engine.selfcheck import DEPTHS, DEVICES, MODES, RTOL, compare_folder, run_selfcheck
+from defrcn.apps.selfcheck import DEPTHS, DEVICES, MODES, RTOL, compare_folder, run_selfcheck
 
 
 def selfcheck(device, against, compare_dir, **options):

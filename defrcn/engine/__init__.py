@@ -1,5 +1,7 @@
-"""Recipe loading, device setup and the train/eval drivers shared by tools/."""
+"""The trainer core: runtime (device, msrun), TrainStep, the `Model.train` loop, the train and
+eval drivers, the pre-flight checks and the tools' exit path.
 
-from defrcn.engine.recipe import Recipe, load_recipe, save_config  # noqa: E402,F401
+`load_recipe` is re-exported here as the documented Python entry point."""
+from defrcn.config.recipe import Recipe, load_recipe, save_config
 
 __all__ = ["Recipe", "load_recipe", "save_config"]

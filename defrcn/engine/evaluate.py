@@ -70,7 +70,7 @@ def _build_pcb(cfg, model, data):
 
 def evaluate_model(model, data, *, progress=True, rescore=None):
     """(detections, metrics) of `model` on `data` (a recipe's test `Data`)."""
-    from defrcn.evaluation.inference import run_inference
+    from defrcn.inference.dataset import run_inference
     from defrcn.evaluation.metrics import evaluate_detections
 
     detections = run_inference(model, data.loader, data.records, data.meta, progress=progress,
@@ -90,7 +90,7 @@ def evaluate_recipe(recipe_path, *, checkpoint, overrides=(), output_dir=None, p
     Returns:
         the metrics dict (also written as metrics.json or metrics_pcb.json).
     """
-    from defrcn.engine.recipe import load_recipe
+    from defrcn.config.recipe import load_recipe
     from defrcn.engine.runtime import setup_runtime
     from defrcn.evaluation.metrics import format_table
     from defrcn.utils.atomic import write_json_atomic
@@ -133,7 +133,7 @@ def make_eval_fn(cfg, model, data, *, progress=False, image_count=None):
     The metrics come as `MetricsWithImages` (a dict): `.images` holds ground truth and
     predicted boxes drawn on the first `image_count` test images (default
     `EVAL_IMAGE_COUNT`; 0 = none), which PeriodicEval sends to TensorBoard."""
-    from defrcn.callbacks.eval_images import EVAL_IMAGE_COUNT, MetricsWithImages, draw_eval_images
+    from defrcn.inference.eval_images import EVAL_IMAGE_COUNT, MetricsWithImages, draw_eval_images
 
     count = EVAL_IMAGE_COUNT if image_count is None else int(image_count)
 

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 from defrcn.errors import InputError
 from defrcn.utils.atomic import pid_alive
+from defrcn.utils.device import DEVICES, check_device, keep_graph_precision
 
-DEVICES = ("CPU", "GPU", "Ascend")
 @dataclass(frozen=True)
 class Runtime:
     """Where this process runs: device, rank and world size."""
@@ -28,29 +28,6 @@ def launched_by_msrun():
     return os.environ.get("MS_ROLE") in MSRUN_ROLES and int(os.environ.get("MS_WORKER_NUM", "1")) > 1
 
 
-# Ascend operator precision (mindspore.device_context.ascend.op_precision.precision_mode):
-# MindSpore 2.8 documents "force_fp16" as the default on Atlas training series products (every
-# operator with a float16 kernel runs in float16, whatever the graph says) and
-# "must_keep_origin_dtype" on Atlas A2 and later. The detector's box coordinates, IoU, sampling
-# keys and losses are written for float32 (mixed precision, when a recipe asks for it, casts
-# explicitly), so the graph's own dtypes are kept on every Ascend product.
-ASCEND_PRECISION_MODE = "must_keep_origin_dtype"
-
-
-def keep_graph_precision(device):
-    """On Ascend, set the operator precision mode to ASCEND_PRECISION_MODE (call after the device
-    target is set, before anything runs); a no-op on CPU and GPU. A different mode already set
-    in this process (MindSpore allows one) is left as it is, with a warning."""
-    if device != "Ascend":
-        return
-    import mindspore as ms
-
-    try:
-        ms.device_context.ascend.op_precision.precision_mode(ASCEND_PRECISION_MODE)
-    except RuntimeError as e:  # "can not be set repeatedly": someone chose another mode first
-        logging.getLogger(__name__).warning("Ascend precision_mode left as configured (%s)", e)
-
-
 def setup_runtime(device="CPU", *, pynative=False, deterministic=False):
     """Set the MindSpore context (and, on Ascend, keep the graph's float32: see
     `keep_graph_precision`); under msrun also init the collectives (data parallel).
@@ -60,8 +37,7 @@ def setup_runtime(device="CPU", *, pynative=False, deterministic=False):
     kernels are deterministic already."""
     import mindspore as ms
 
-    if device not in DEVICES:
-        raise InputError(f"--device: expected one of {', '.join(DEVICES)}, got {device!r}")
+    check_device(device)
     ms.set_context(mode=ms.PYNATIVE_MODE if pynative else ms.GRAPH_MODE, device_target=device)
     keep_graph_precision(device)
     if deterministic:

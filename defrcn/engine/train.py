@@ -13,9 +13,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from defrcn.engine.recipe import load_recipe, save_config
+from defrcn.config.recipe import load_recipe, save_config
 from defrcn.engine.runtime import OutputLock, setup_runtime
-from defrcn.engine.schedule import describe_schedule_change, effective_schedule, lr_per_step
+from defrcn.solver.schedule import describe_schedule_change, effective_schedule, lr_per_step
 from defrcn.errors import InputError
 
 logger = logging.getLogger("defrcn.train")

@@ -17,7 +17,7 @@ and longest <= 1333 fits 800 x 1344 (landscape) or 1344 x 800 (portrait), 1344 b
 next multiple of 32 above 1333; the same two canvases serve training (640-800 / 480-800)
 and test (800).
 """
-from defrcn.engine.config import Config
+from defrcn.config.config import Config
 from defrcn.recipes.common.builders import callbacks, dataset, model, optimizer, resolve_classes
 
 __all__ = ["base_cfg", "model", "dataset", "optimizer", "callbacks", "resolve_classes"]
@@ -102,7 +102,7 @@ def _defrcn_defaults():
             reference_batch=16,  # the batch the numbers below are written for (8 GPUs x 2)
             ims_per_batch=16,  # total images per optimizer step wanted (accumulate mode)
             ims_per_device=2,
-            accumulate=False,  # true: accumulate micro-batches up to ims_per_batch (engine/schedule.py)
+            accumulate=False,  # true: accumulate micro-batches up to ims_per_batch (solver/schedule.py)
             base_lr=0.02,
             max_iter=0,  # stated by each leaf
             steps=[],  # stated by each leaf

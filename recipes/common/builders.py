@@ -121,11 +121,11 @@ def dataset(cfg, split, *, num_shards=1, shard_id=0, start_iter=0, num_batches=N
 def optimizer(cfg, model, steps=None):
     """SGD (or AdamW for the toy recipes) with d2's decay groups and a per-step LR.
 
-    `steps`: the run's schedule from `defrcn.engine.schedule.effective_schedule` (LR x
+    `steps`: the run's schedule from `defrcn.solver.schedule.effective_schedule` (LR x
     B/16, iterations x 16/B for a total batch B); None = cfg.solver as written.
     """
-    from defrcn.engine.optim import build_adamw, build_sgd
-    from defrcn.engine.schedule import lr_per_step
+    from defrcn.solver.optim import build_adamw, build_sgd
+    from defrcn.solver.schedule import lr_per_step
 
     s = cfg.solver
     plan = steps if steps is not None else s

@@ -12,7 +12,7 @@ from mindspore import Tensor, amp, nn
 from defrcn.callbacks.checkpointer import Checkpointer
 from defrcn.checkpoint.io import find_resume_checkpoint
 from defrcn.checkpoint.training_state import restore_training_state
-from defrcn.engine.config import Config
+from defrcn.config.config import Config
 from defrcn.engine.loop import run_training
 from defrcn.engine.precision import amp_settings, apply_mixed_precision, build_loss_scaler
 from defrcn.engine.train_step import TrainStep

@@ -6,6 +6,7 @@ import mindspore as ms
 import pytest
 
 from defrcn.engine import runtime
+from defrcn.utils import device as device_setup
 
 
 @pytest.fixture
@@ -36,8 +37,8 @@ def test_mode_chosen_elsewhere_is_kept(monkeypatch, caplog):
         raise RuntimeError("The 'precision_mode' can not be set repeatedly.")
 
     monkeypatch.setattr(ms.device_context.ascend.op_precision, "precision_mode", refuse)
-    with caplog.at_level(logging.WARNING, logger="defrcn.engine.runtime"):
-        runtime.keep_graph_precision("Ascend")
+    with caplog.at_level(logging.WARNING, logger="defrcn.utils.device"):
+        device_setup.keep_graph_precision("Ascend")
     assert "left as configured" in caplog.text
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from mindcv.models.resnet import resnet18, resnet101
 
-from defrcn.engine.config import Config
+from defrcn.config.config import Config
 from defrcn.errors import InputError
 from defrcn.modeling.detector import build_detector
 from defrcn.modeling.pooler import ROIPooler

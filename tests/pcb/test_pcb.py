@@ -8,7 +8,7 @@ import pytest
 
 from defrcn.data.split_making import write_coco_splits
 from defrcn.data.synthetic import BASE_CLASS_NAMES, NOVEL_CLASS_NAMES, write_synthetic_dataset
-from defrcn.engine.recipe import load_recipe
+from defrcn.config.recipe import load_recipe
 from defrcn.pcb import build_pcb
 from defrcn.pcb.calibration import cosine_similarity
 from defrcn.recipes.common.builders import Data

@@ -9,7 +9,7 @@ import pytest
 
 from defrcn.data.split_making import write_coco_splits
 from defrcn.data.synthetic import write_synthetic_dataset
-from defrcn.engine.recipe import load_recipe
+from defrcn.config.recipe import load_recipe
 from defrcn.errors import InputError
 from defrcn.pcb.prototypes import (compute_prototypes, load_or_compute_prototypes, load_support_set,
                                    support_digest)

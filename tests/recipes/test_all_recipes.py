@@ -5,7 +5,7 @@ import re
 import pytest
 
 import defrcn
-from defrcn.engine.recipe import FINETUNE_KEYS, REQUIRED_KEYS, load_recipe
+from defrcn.config.recipe import FINETUNE_KEYS, REQUIRED_KEYS, load_recipe
 
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(defrcn.__file__)), "recipes")
 FILES = sorted(f for f in os.listdir(RECIPES) if f.endswith(".py") and f != "__init__.py")

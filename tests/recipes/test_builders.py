@@ -8,8 +8,8 @@ import pytest
 from mindspore import nn
 
 import defrcn
-from defrcn.engine.recipe import load_recipe
-from defrcn.engine.schedule import effective_schedule
+from defrcn.config.recipe import load_recipe
+from defrcn.solver.schedule import effective_schedule
 from defrcn.errors import InputError
 from defrcn.recipes.common.builders import resolve_classes
 

@@ -91,7 +91,7 @@ def test_calibration_normalises_every_norm_layer():
     variance 1 per channel on the calibration batch (checked with a forward hook)."""
     import mindspore as ms
 
-    from defrcn.engine.benchmark import _norm_layers, calibrate_norm_statistics
+    from defrcn.apps.benchmark import _norm_layers, calibrate_norm_statistics
     from defrcn.modeling.backbone import build_resnet_c4
 
     ms.set_seed(0)

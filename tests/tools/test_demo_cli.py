@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from defrcn.engine.demo import STAGES, TABLE_KEYS, format_summary, seconds_per_step
+from defrcn.apps.demo import STAGES, TABLE_KEYS, format_summary, seconds_per_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

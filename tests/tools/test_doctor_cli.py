@@ -9,7 +9,7 @@ import pytest
 from defrcn.data.fewshot_coco import fewshot_file_name
 from defrcn.data.synthetic import BASE_CLASS_NAMES, NOVEL_CLASS_NAMES
 from defrcn.engine.doctor import Finding, run_checks
-from defrcn.engine.recipe import load_recipe
+from defrcn.config.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = "recipes/toy_10shot.py"

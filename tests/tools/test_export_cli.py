@@ -45,7 +45,7 @@ def test_mindir_runs_like_the_python_model(toy, tmp_path):
     import mindspore as ms
     from mindspore import Tensor, nn
 
-    from defrcn.engine.predict import load_model_for_inference, preprocess_image
+    from defrcn.inference.predict import load_model_for_inference, preprocess_image
 
     overrides, checkpoint = toy
     out = tmp_path / "exported" / "toy_detector.mindir"

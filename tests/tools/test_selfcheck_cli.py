@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from defrcn.engine.selfcheck import array_diff
+from defrcn.apps.selfcheck import array_diff
 
 REPO = Path(__file__).resolve().parents[2]
 ROWS = 27

@@ -11,7 +11,7 @@ from defrcn.data.records import DatasetMeta
 from defrcn.data.synthetic import BASE_CLASS_NAMES, NOVEL_CLASS_NAMES
 from defrcn.engine.evaluate import load_weights, make_eval_fn
 from defrcn.errors import InputError
-from defrcn.evaluation.inference import run_inference
+from defrcn.inference.dataset import run_inference
 from defrcn.recipes.common.builders import Data
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -112,7 +112,7 @@ def toy_root(tmp_path_factory):
 
 def _random_checkpoint(recipe, root, path):
     from defrcn.checkpoint.io import save_checkpoint
-    from defrcn.engine.recipe import load_recipe
+    from defrcn.config.recipe import load_recipe
 
     loaded = load_recipe(os.path.join(REPO, recipe), [f"data.root={root}"] + TINY)
     save_checkpoint(loaded.model(loaded.cfg), str(path))

@@ -1,7 +1,7 @@
 """Export the detector's inference graph to MINDIR.
 
 The exported graph takes `images` float32 (1, 3, H, W) on the recipe's first canvas
-(`input.canvases[0]`, already normalised and padded as `defrcn.engine.predict.preprocess_image`
+(`input.canvases[0]`, already normalised and padded as `defrcn.inference.predict.preprocess_image`
 does) and `image_sizes` float32 (1, 2) = (h, w) of the content, and returns
 `(boxes (1, D, 4) canvas pixels, scores (1, D), classes (1, D) int32, valid (1, D))`,
 D = `model.roi.detections_per_image`. Load it with
@@ -64,7 +64,7 @@ def export_model(recipe_path, checkpoint, out_file, *, file_format="MINDIR", ove
     InputError for an unsupported format (only MINDIR) and for the loader's bad input.
     Returns out_file.
     """
-    from defrcn.engine.predict import load_model_for_inference
+    from defrcn.inference.predict import load_model_for_inference
 
     if str(file_format).upper() not in FORMATS:
         raise InputError(f"--format: only {', '.join(FORMATS)} is supported, got {file_format!r}")

@@ -69,9 +69,9 @@ QUICK = DemoPlan(
 
 
 def _recipe(name):
-    import defrcn.recipes
+    from defrcn.config.recipe import shipped_recipe
 
-    return os.path.join(os.path.dirname(os.path.abspath(defrcn.recipes.__file__)), f"{name}.py")
+    return str(shipped_recipe(name))
 
 
 def _prepare_output(out, plan):
@@ -125,7 +125,7 @@ def _surgery(base_checkpoint, finetune_recipe, overrides, output):
     """randinit: the base predictor grown to all classes, written to `output`."""
     from defrcn.checkpoint import io
     from defrcn.checkpoint.surgery import surgery, surgery_classes, to_save_list
-    from defrcn.engine.recipe import load_recipe
+    from defrcn.config.recipe import load_recipe
 
     cfg = load_recipe(finetune_recipe, overrides).cfg
     base, target = surgery_classes(cfg)
@@ -148,8 +148,8 @@ def run_demo(out="output/demo", *, quick=False, progress=True, plan=None):
     "iterations": {"base", "finetune"}, "quick", "out", "predictions": [png paths]}."""
     from defrcn.data.synthetic import write_synthetic_dataset
     from defrcn.engine.evaluate import evaluate_recipe
-    from defrcn.engine.infer import infer_to_folder
-    from defrcn.engine.recipe import load_recipe
+    from defrcn.inference.infer import infer_to_folder
+    from defrcn.config.recipe import load_recipe
     from defrcn.engine.train import train_recipe
 
     plan = plan or (QUICK if quick else FULL)

@@ -4,7 +4,7 @@
     print(text)
 
 MindSpore sets one device per process, so each side runs in its own process
-(`python -m defrcn.engine.selfcheck_side`), both at once. This process writes what both
+(`python -m defrcn.apps.selfcheck_side`), both at once. This process writes what both
 read: a small detector's weights (random, BatchNorm statistics calibrated on the images so
 activations have unit scale), a batch of two synthetic images (one filling the canvas, one
 smaller, so the padding masks are exercised) and the *given* inputs of the stages whose
@@ -35,10 +35,10 @@ from typing import NamedTuple
 import numpy as np
 
 from defrcn.errors import InputError
+from defrcn.utils.device import DEVICES
 
 __all__ = ["run_selfcheck", "compare_folder", "compare", "render", "DEVICES", "MODES", "DEPTHS", "RTOL"]
 
-DEVICES = ("CPU", "GPU", "Ascend")
 MODES = ("graph", "pynative")
 DEPTHS = (18, 50, 101)
 RTOL = 1e-2
@@ -169,7 +169,7 @@ def write_weights(spec, images, path):
     import mindspore as ms
 
     from defrcn.checkpoint.io import save_checkpoint
-    from defrcn.engine.benchmark import calibrate_norm_statistics
+    from defrcn.apps.benchmark import calibrate_norm_statistics
     from defrcn.modeling.detector import build_detector
 
     ms.set_context(device_target="CPU")
@@ -200,7 +200,7 @@ def prepare(work, *, depth, size, seed, device, against, mode, fp32):
 
 
 def _side_command(work, side, device, mode, fp32):
-    cmd = [sys.executable, "-m", "defrcn.engine.selfcheck_side", "--work", work, "--side", side,
+    cmd = [sys.executable, "-m", "defrcn.apps.selfcheck_side", "--work", work, "--side", side,
            "--device", device, "--mode", mode]
     return cmd + (["--fp32"] if fp32 else [])
 

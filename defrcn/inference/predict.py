@@ -18,7 +18,7 @@ from defrcn.data.catalog import class_lists
 from defrcn.data.classes import coco_category_id
 from defrcn.data.custom import annotation_file, read_classes
 from defrcn.data.transforms import boxes_to_original, choose_canvas, prepare_example
-from defrcn.engine.recipe import load_recipe
+from defrcn.config.recipe import load_recipe
 from defrcn.errors import InputError
 from defrcn.recipes.common.builders import resolve_classes
 
@@ -102,12 +102,10 @@ def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"
     import mindspore as ms
 
     from defrcn.checkpoint.io import load_checkpoint  # imports MindSpore: only when a model is built
-    from defrcn.engine.runtime import keep_graph_precision
+    from defrcn.utils.device import check_device, keep_graph_precision
     from defrcn.modeling.fold_bn import fold_for_inference
 
-    devices = ("CPU", "GPU", "Ascend")
-    if device not in devices:
-        raise InputError(f"--device: expected one of {', '.join(devices)}, got {device!r}")
+    check_device(device)
     recipe = load_recipe(recipe_path, overrides)
     cfg = recipe.cfg
     resolve_classes(cfg)

@@ -6,13 +6,13 @@ import textwrap
 import pytest
 
 import defrcn
-from defrcn.engine.recipe import load_recipe, save_config
+from defrcn.config.recipe import load_recipe, save_config
 from defrcn.errors import InputError
 
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(defrcn.__file__)), "recipes")
 
 MINIMAL = """\
-from defrcn.engine.config import Config
+from defrcn.config.config import Config
 
 cfg = Config(
     seed=0, output_dir="",

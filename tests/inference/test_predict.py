@@ -1,4 +1,4 @@
-"""defrcn.engine.predict: the test loader's preprocessing, class names per setting,
+"""defrcn.inference.predict: the test loader's preprocessing, class names per setting,
 checkpoint checks, boxes back in original pixels, PCB rescoring wiring."""
 import json
 import os
@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from defrcn.engine import load_recipe
-from defrcn.engine.infer import infer_to_folder
-from defrcn.engine.predict import (category_ids_of, class_names_of, load_model_for_inference, predict_image,
+from defrcn.inference.infer import infer_to_folder
+from defrcn.inference.predict import (category_ids_of, class_names_of, load_model_for_inference, predict_image,
                                    preprocess_image)
 from defrcn.errors import InputError
 

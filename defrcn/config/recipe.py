@@ -20,11 +20,11 @@ import sys
 import traceback
 from pathlib import Path
 
-from defrcn.engine.config import Config, apply_overrides
+from defrcn.config.config import Config, apply_overrides
 from defrcn.errors import InputError
 from defrcn.utils.atomic import write_json_atomic
 
-__all__ = ["Recipe", "load_recipe", "save_config", "REQUIRED_KEYS", "FINETUNE_KEYS"]
+__all__ = ["Recipe", "load_recipe", "save_config", "shipped_recipe", "REQUIRED_KEYS", "FINETUNE_KEYS"]
 
 # Keys every recipe has (DESIGN.md section 4); users and scripts rely on these names.
 REQUIRED_KEYS = (
@@ -234,18 +234,27 @@ def _from_config_json(path):
     return Config(data), module, module_path.stem
 
 
-def _resolve_recipe_ref(ref, json_path):
-    """The recipe file named by a config.json: the path itself, else defrcn.recipes.<name>."""
-    as_path = Path(ref)
-    if ref.endswith(".py") and as_path.is_file():
-        return as_path
-    module_name = ref if not ref.endswith(".py") else f"defrcn.recipes.{as_path.stem}"
-    if "." not in module_name:
-        module_name = f"defrcn.recipes.{module_name}"
+def shipped_recipe(name):
+    """The file of a recipe that ships with the package (`toy_base`, `coco_tfa_10shot`...), found
+    without importing it; None when there is no such recipe."""
     try:
-        spec = importlib.util.find_spec(module_name)
+        spec = importlib.util.find_spec(f"defrcn.recipes.{name}")
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.origin or not os.path.isfile(spec.origin):
-        raise InputError(f"the recipe it names ({ref}) does not exist", path=json_path)
+        return None
     return Path(spec.origin)
+
+
+def _resolve_recipe_ref(ref, json_path):
+    """The recipe file named by a config.json: the path itself, else the shipped recipe of that name."""
+    as_path = Path(ref)
+    if ref.endswith(".py") and as_path.is_file():
+        return as_path
+    name = as_path.stem if ref.endswith(".py") else ref
+    if name.startswith("defrcn.recipes."):
+        name = name[len("defrcn.recipes."):]
+    found = shipped_recipe(name) if name and "." not in name else None
+    if found is None:
+        raise InputError(f"the recipe it names ({ref}) does not exist", path=json_path)
+    return found

@@ -8,7 +8,7 @@ from PIL import Image
 from tensorboardX.proto import event_pb2
 
 from defrcn.callbacks.eval_hook import IMAGES_TAG, PeriodicEval
-from defrcn.callbacks.eval_images import GT_COLOUR, PRED_COLOUR, MetricsWithImages, draw_eval_images
+from defrcn.inference.eval_images import GT_COLOUR, PRED_COLOUR, MetricsWithImages, draw_eval_images
 from defrcn.callbacks.tensorboard import TensorBoardWriter
 from defrcn.data.records import DatasetMeta
 

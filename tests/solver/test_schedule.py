@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from defrcn.engine.schedule import effective_schedule, lr_per_step, scale_iterations
+from defrcn.solver.schedule import effective_schedule, lr_per_step, scale_iterations
 from defrcn.errors import InputError
 
 
@@ -108,7 +108,7 @@ def _plan(**changes):
 
 
 def test_schedule_change_is_described_key_by_key():
-    from defrcn.engine.schedule import describe_schedule_change, schedule_extras
+    from defrcn.solver.schedule import describe_schedule_change, schedule_extras
 
     stored = schedule_extras(_plan())
     assert stored["schedule.steps"] == "[15]" and stored["schedule.max_iter"] == 20
@@ -118,7 +118,7 @@ def test_schedule_change_is_described_key_by_key():
 
 
 def test_schedule_change_of_a_checkpoint_with_only_its_lr_list():
-    from defrcn.engine.schedule import describe_schedule_change
+    from defrcn.solver.schedule import describe_schedule_change
 
     old = lr_per_step(0.02, 20, [15], 0.1, 5, 0.001)
     new = lr_per_step(0.02, 30, [18], 0.1, 5, 0.001)

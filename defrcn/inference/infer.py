@@ -16,9 +16,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from defrcn.engine.predict import (category_ids_of, load_model_for_inference, predict_image,
+from defrcn.inference.predict import (category_ids_of, load_model_for_inference, predict_image,
                                    read_image_header, read_image_rgb)
-from defrcn.engine.recipe import load_recipe
+from defrcn.config.recipe import load_recipe
 from defrcn.errors import InputError
 
 __all__ = ["IMAGE_SUFFIXES", "DEFAULT_SCORE_THRESH", "expand_image_paths", "output_stems",

@@ -315,8 +315,8 @@ def benchmark_recipe(recipe_path, *, mode="infer", batch=None, size=None, iters=
     """
     import mindspore as ms
 
-    from defrcn.engine.recipe import load_recipe
-    from defrcn.engine.runtime import keep_graph_precision
+    from defrcn.config.recipe import load_recipe
+    from defrcn.utils.device import keep_graph_precision
 
     recipe = load_recipe(recipe_path, overrides)
     cfg = recipe.cfg

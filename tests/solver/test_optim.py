@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from mindspore import Parameter, Tensor, nn, ops
 
-from defrcn.engine.optim import build_adamw, build_sgd, classify_parameters, parameter_groups
+from defrcn.solver.optim import build_adamw, build_sgd, classify_parameters, parameter_groups
 
 
 @pytest.fixture(autouse=True)

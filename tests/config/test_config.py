@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from defrcn.engine.config import Config, apply_overrides
-from defrcn.engine.recipe import save_config
+from defrcn.config.config import Config, apply_overrides
+from defrcn.config.recipe import save_config
 from defrcn.errors import InputError
 
 

@@ -1,6 +1,6 @@
-"""One side of the device self-check (`defrcn.engine.selfcheck`): run every stage, save the results.
+"""One side of the device self-check (`defrcn.apps.selfcheck`): run every stage, save the results.
 
-    python -m defrcn.engine.selfcheck_side --work DIR --side device --device GPU --mode graph
+    python -m defrcn.apps.selfcheck_side --work DIR --side device --device GPU --mode graph
 
 Reads `DIR/spec.json`, `DIR/weights.ckpt` and `DIR/inputs.npz` (written by the parent),
 sets this process's MindSpore device and writes one `DIR/<side>/<group>.npz` per group of
@@ -274,7 +274,7 @@ class Side:
     def group_train(self):
         import mindspore as ms
 
-        from defrcn.engine.optim import build_sgd
+        from defrcn.solver.optim import build_sgd
 
         before = [p.asnumpy().copy() for p in self.grad_params]
         optimizer = build_sgd(self.grad_params, [SGD_LR] * 2)
@@ -298,7 +298,7 @@ class Side:
         return dict(zip(("boxes", "scores", "classes", "valid"), _numpy(out)))
 
     def group_e2e_train(self):
-        from defrcn.engine.optim import build_sgd
+        from defrcn.solver.optim import build_sgd
         from defrcn.engine.train_step import TrainStep
 
         before = [p.asnumpy().copy() for p in self.grad_params]

@@ -1,0 +1,1 @@
+"""What the demo, benchmark and self-check tools drive; each builds on the engine."""

@@ -1,0 +1,1 @@
+"""The optimizer (detectron2's parameter groups) and the per-step learning-rate schedule."""
