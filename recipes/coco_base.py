@@ -1,5 +1,5 @@
 """COCO base training: the 60 base classes on trainvalno5k, ResNet-101 from ImageNet (MSRA)."""
-from defrcn.recipes.common.base import base_cfg, callbacks, dataset, model, optimizer
+from defrcn.recipes.common.base import base_cfg, callbacks, dataset, model, optimizer, rederive
 
 cfg = base_cfg("coco")
 # configs/coco/defrcn_det_r101_base.yaml

@@ -1,6 +1,6 @@
 """COCO FSOD fine-tuning (FSRW-like): the 20 novel classes, 2 shots each.
 Runs after coco_base and `tools/surgery.py --method remove` (model.base_weights)."""
-from defrcn.recipes.common.fewshot import callbacks, dataset, fewshot_cfg, model, optimizer
+from defrcn.recipes.common.fewshot import callbacks, dataset, fewshot_cfg, model, optimizer, rederive
 
 cfg = fewshot_cfg("coco", "fsod", shots=2)
 # configs/coco/defrcn_fsod_r101_novel_2shot_seedx.yaml

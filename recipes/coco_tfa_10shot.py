@@ -1,6 +1,6 @@
 """COCO gFSOD fine-tuning (TFA-like): all 80 classes, 10 shots each.
 Runs after coco_base and `tools/surgery.py --method randinit` (model.base_weights)."""
-from defrcn.recipes.common.fewshot import callbacks, dataset, fewshot_cfg, model, optimizer
+from defrcn.recipes.common.fewshot import callbacks, dataset, fewshot_cfg, model, optimizer, rederive
 
 cfg = fewshot_cfg("coco", "tfa", shots=10)
 # configs/coco/defrcn_gfsod_r101_novel_10shot_seedx.yaml

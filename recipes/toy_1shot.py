@@ -1,6 +1,6 @@
 """Toy fine-tuning on the synthetic shapes (gFSOD): all classes, 1 shot each, on CPU.
 Runs after toy_base and `tools/surgery.py --method randinit` (model.base_weights)."""
-from defrcn.recipes.common.fewshot import callbacks, dataset, fewshot_cfg, model, optimizer
+from defrcn.recipes.common.fewshot import callbacks, dataset, fewshot_cfg, model, optimizer, rederive
 
 cfg = fewshot_cfg("toy", "tfa", shots=1)
 TOY_FINETUNE_ITERS = 40  # sized for a CPU demo (to tune); LR drop at 0.8 x, as DeFRCN

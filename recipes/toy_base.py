@@ -1,6 +1,6 @@
 """Toy base training on the synthetic shapes (`python tools/synthetic.py datasets/toy`):
 ResNet-18 C4 from scratch, 256 x 256 images, a few minutes on a CPU."""
-from defrcn.recipes.common.base import base_cfg, callbacks, dataset, model, optimizer
+from defrcn.recipes.common.base import base_cfg, callbacks, dataset, model, optimizer, rederive
 
 cfg = base_cfg("toy")
 # Sized for `make demo` (<= 20 min on 2 cores, ~1 s/step): 200 steps already give bAP50 79

@@ -1,5 +1,5 @@
 """VOC split 3 base training: the 15 base classes on VOC07+12 trainval."""
-from defrcn.recipes.common.base import base_cfg, callbacks, dataset, model, optimizer
+from defrcn.recipes.common.base import base_cfg, callbacks, dataset, model, optimizer, rederive
 
 cfg = base_cfg("voc", voc_split=3)
 # configs/voc/defrcn_det_r101_base3.yaml

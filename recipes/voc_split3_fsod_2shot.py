@@ -1,6 +1,6 @@
 """VOC split 3 FSOD fine-tuning: the 5 novel classes, 2 shots each.
 Runs after voc_split3_base and `tools/surgery.py --method remove` (model.base_weights)."""
-from defrcn.recipes.common.fewshot import callbacks, dataset, fewshot_cfg, model, optimizer
+from defrcn.recipes.common.fewshot import callbacks, dataset, fewshot_cfg, model, optimizer, rederive
 
 cfg = fewshot_cfg("voc", "fsod", shots=2, voc_split=3)
 # configs/voc/defrcn_fsod_r101_novelx_2shot_seedx.yaml

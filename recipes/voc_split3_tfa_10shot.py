@@ -1,6 +1,6 @@
 """VOC split 3 gFSOD fine-tuning (TFA-like): all 20 classes, 10 shots each.
 Runs after voc_split3_base and `tools/surgery.py --method randinit` (model.base_weights)."""
-from defrcn.recipes.common.fewshot import callbacks, dataset, fewshot_cfg, model, optimizer
+from defrcn.recipes.common.fewshot import callbacks, dataset, fewshot_cfg, model, optimizer, rederive
 
 cfg = fewshot_cfg("voc", "tfa", shots=10, voc_split=3)
 # configs/voc/defrcn_gfsod_r101_novelx_10shot_seedx.yaml

@@ -4,6 +4,7 @@ MindSpore 2.8.0 prints `Exception ignored in: <function Cell.__del__>` for Cells
 interpreter exit (DESIGN.md section 10); after pytest has reported, leave the process
 directly with pytest's own exit status so that noise never reaches the log.
 """
+import contextlib
 import os
 import signal
 import subprocess
@@ -26,6 +27,49 @@ def pytest_unconfigure(config):
 
 def pytest_sessionfinish(session, exitstatus):
     session.config._defrcn_exitstatus = exitstatus
+
+
+# --- MindSpore's execution mode: set for one test (or one block), the previous mode restored ---
+@contextlib.contextmanager
+def execution_mode(name):
+    """MindSpore's mode for the block: "graph" or "pynative"; yields the mode's number."""
+    import mindspore as ms
+
+    mode = {"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}[name]
+    previous = ms.get_context("mode")
+    ms.set_context(mode=mode)
+    try:
+        yield mode
+    finally:
+        ms.set_context(mode=previous)
+
+
+@pytest.fixture
+def graph_mode():
+    """The test runs in GRAPH_MODE (a module asks for it with
+    `pytestmark = pytest.mark.usefixtures("graph_mode")`)."""
+    with execution_mode("graph") as mode:
+        yield mode
+
+
+@pytest.fixture
+def pynative_mode():
+    """The test runs in PYNATIVE_MODE."""
+    with execution_mode("pynative") as mode:
+        yield mode
+
+
+@pytest.fixture(params=["graph", "pynative"])
+def each_mode(request):
+    """The test runs twice, in GRAPH_MODE and in PYNATIVE_MODE; the value is the mode."""
+    with execution_mode(request.param) as mode:
+        yield mode
+
+
+@pytest.fixture(scope="session")
+def in_mode():
+    """`with in_mode("graph"):` runs a block of a test in another mode."""
+    return execution_mode
 
 
 # --- shared toy data and real-CLI runs (tests/tools/test_train_cli.py, test_fewshot_pipeline.py,

@@ -41,18 +41,16 @@ def convert_weights(kind, src, dst):
 def detector_target(recipe_path, overrides):
     """DetectorTarget of a recipe: its model's parameter shapes, class lists and anchor counts."""
     from defrcn.checkpoint.convert_detector import DetectorTarget
-    from defrcn.data.catalog import class_lists
+    from defrcn.data.spec import resolve_data_spec
     from defrcn.engine import load_recipe
-    from defrcn.inference.predict import class_names_of
 
     recipe = load_recipe(recipe_path, overrides)
     cfg = recipe.cfg
-    model = recipe.model(cfg)  # also fills custom/toy class lists (resolve_classes)
+    spec = resolve_data_spec(cfg.data, num_classes=cfg.model.num_classes)
+    model = recipe.model(cfg)
     shapes = {param.name: tuple(param.shape) for param in model.get_parameters()}
-    data = cfg.data
-    base, novel, both = class_lists(data.benchmark, root=data.root, base_classes=data.base_classes or None,
-                                    novel_classes=data.novel_classes or None, voc_split=data.voc_split or None)
-    return DetectorTarget(shapes, class_names_of(cfg), base, novel, both, len(cfg.model.rpn.anchor_sizes),
+    return DetectorTarget(shapes, list(spec.model_classes), list(spec.base_classes), list(spec.novel_classes),
+                          list(spec.all_classes), len(cfg.model.rpn.anchor_sizes),
                           len(cfg.model.rpn.anchor_aspect_ratios))
 
 

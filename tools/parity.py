@@ -278,7 +278,7 @@ def _a(t):
 def project_model(recipe_path, overrides, ckpt):
     from defrcn.checkpoint.io import load_checkpoint, load_into
     from defrcn.engine import load_recipe
-    from defrcn.inference.predict import class_names_of
+    from defrcn.data.spec import resolve_data_spec
 
     recipe = load_recipe(os.path.join(ROOT, recipe_path), overrides)
     cfg = recipe.cfg
@@ -288,7 +288,7 @@ def project_model(recipe_path, overrides, ckpt):
     if missing or unexpected or mismatch:
         raise RuntimeError(f"checkpoint does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}, "
                            f"shape {mismatch[:3]}")
-    return cfg, model, class_names_of(cfg)
+    return cfg, model, list(resolve_data_spec(cfg.data, num_classes=cfg.model.num_classes).model_classes)
 
 
 def canvas_input(cfg, rgb):

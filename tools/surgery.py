@@ -20,12 +20,13 @@ def make_surgery_checkpoint(checkpoint, method, recipe, overrides, output, seed)
     """Load the recipe and the checkpoint, run the surgery, write `output` atomically."""
     from defrcn.checkpoint import io
     from defrcn.checkpoint.surgery import surgery, surgery_classes, to_save_list
+    from defrcn.data.spec import resolve_data_spec
     from defrcn.engine import load_recipe
 
     if not str(output).endswith(".ckpt"):
         raise InputError("--output: the file name must end in .ckpt", path=output)
     cfg = load_recipe(recipe, overrides).cfg
-    base, target = surgery_classes(cfg)
+    base, target = surgery_classes(resolve_data_spec(cfg.data, num_classes=cfg.model.num_classes))
     params = io.load_checkpoint(checkpoint)
     result = surgery(params, method=method, base_class_names=base, target_class_names=target, seed=seed,
                      source=checkpoint)

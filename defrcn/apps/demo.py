@@ -126,9 +126,10 @@ def _surgery(base_checkpoint, finetune_recipe, overrides, output):
     from defrcn.checkpoint import io
     from defrcn.checkpoint.surgery import surgery, surgery_classes, to_save_list
     from defrcn.config.recipe import load_recipe
+    from defrcn.data.spec import resolve_data_spec
 
     cfg = load_recipe(finetune_recipe, overrides).cfg
-    base, target = surgery_classes(cfg)
+    base, target = surgery_classes(resolve_data_spec(cfg.data, num_classes=cfg.model.num_classes))
     params = io.load_checkpoint(base_checkpoint)
     grown = surgery(params, method=cfg.model.surgery, base_class_names=base,
                     target_class_names=target, seed=cfg.seed, source=base_checkpoint)

@@ -158,24 +158,14 @@ def surgery(base_params, *, method, base_class_names, target_class_names=None, s
     return result
 
 
-def surgery_classes(cfg):
-    """(base class names, target class names) of a fine-tune recipe's cfg, each in the order its
-    model's predictor uses (the data catalog's contiguous ids): base = the base run's classes;
-    target = all classes ("tfa" setting) or the novel ones ("fsod"). Fills empty custom/toy
-    class lists from the data set (`resolve_classes`). InputError for a base-training cfg."""
-    from defrcn.data.catalog import class_lists
-    from defrcn.recipes.common.builders import resolve_classes
-
-    resolve_classes(cfg)
-    data = cfg.data
-    if data.setting not in ("fsod", "tfa"):
+def surgery_classes(spec):
+    """(base class names, target class names) of a fine-tune `DataSpec`, each in the order its
+    model's predictor uses: base = the base run's classes; target = all classes ("tfa") or
+    the novel ones ("fsod"). InputError for a base-training spec."""
+    if spec.setting not in ("fsod", "tfa"):
         raise InputError(f"data.setting: surgery needs a fine-tune recipe (setting 'fsod' or 'tfa'), "
-                         f"got '{data.setting}'")
-    benchmark = "custom" if data.benchmark == "toy" else data.benchmark
-    base, novel, all_order = class_lists(benchmark, root=data.root, base_classes=data.base_classes or None,
-                                         novel_classes=data.novel_classes or None,
-                                         voc_split=data.voc_split or None)
-    return base, (all_order if data.setting == "tfa" else novel)
+                         f"got '{spec.setting}'")
+    return list(spec.base_classes), list(spec.model_classes)
 
 
 def _model_predictor_check(model, method, num_target, source):

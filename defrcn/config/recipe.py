@@ -14,6 +14,7 @@ shipped recipe of the same name (`defrcn.recipes.<name>`) when the path has gone
 """
 import importlib.util
 import itertools
+import logging
 import json
 import os
 import sys
@@ -37,6 +38,9 @@ REQUIRED_KEYS = (
 # Also required in fine-tune recipes (data.setting other than "base").
 FINETUNE_KEYS = ("model.base_weights", "model.surgery")
 BUILDERS = ("model", "dataset", "optimizer", "callbacks")
+# Settings other settings are derived from; a change by override goes through the recipe's
+# optional `rederive(cfg, before=, overridden=)`, which re-derives or refuses.
+DERIVING_KEYS = ("data.benchmark", "data.setting", "data.voc_split", "data.shots")
 # Allowed values of the string keys with a closed set of choices (checked after --set).
 CHOICES = {
     "data.benchmark": ("coco", "voc", "custom", "toy"),
@@ -103,9 +107,35 @@ def load_recipe(path, overrides=()):
         raise InputError("expected a recipe .py file or a run's config.json", path=path)
     _check_builders(module, path)
     _check_required(cfg, path)
-    apply_overrides(cfg, list(overrides or ()))
+    before = cfg.copy()
+    overrides = list(overrides or ())
+    apply_overrides(cfg, overrides)
+    _rederive(module, cfg, before, [item.split("=", 1)[0].strip() for item in overrides])
     _check_values(cfg)
     return Recipe(name, path, cfg, module)
+
+
+def _rederive(module, cfg, before, overridden):
+    """Let the recipe re-derive what depends on an overridden source key (DERIVING_KEYS); a
+    recipe without a `rederive` function refuses such a change in one line."""
+    changed = [key for key in DERIVING_KEYS if _get(before, key) != _get(cfg, key)]
+    if not changed:
+        return
+    hook = getattr(module, "rederive", None)
+    if not callable(hook):
+        key = changed[0]
+        raise InputError(f"{key}: the recipe derives other settings from it and defines no `rederive` to "
+                         f"follow a change; use a recipe written for {key}={_get(cfg, key)!r}")
+    derived = hook(cfg, before=before, overridden=set(overridden))
+    if derived:
+        logging.getLogger(__name__).info("%s changed: re-derived %s", ", ".join(changed), ", ".join(derived))
+
+
+def _get(cfg, key):
+    try:
+        return cfg.get_path(key)
+    except KeyError:
+        return None
 
 
 def save_config(cfg, output_dir, recipe_path=None):

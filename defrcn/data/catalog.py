@@ -22,7 +22,7 @@ from defrcn.data.records import DatasetMeta
 from defrcn.data.voc import load_fewshot_voc, load_voc
 from defrcn.errors import InputError
 
-__all__ = ["BENCHMARKS", "SPLITS", "SETTINGS", "class_lists", "load_dataset"]
+__all__ = ["BENCHMARKS", "SPLITS", "SETTINGS", "class_lists", "coco_image_dirs", "load_dataset"]
 
 BENCHMARKS = ("coco", "voc", "custom", "toy")
 SPLITS = ("train_base", "train_fewshot", "test")
@@ -107,10 +107,14 @@ def load_dataset(benchmark, split, *, root, base_classes=None, novel_classes=Non
     return records, meta
 
 
+def coco_image_dirs(root):
+    """The folders COCO images are looked up in, in order (TFA's trainval2014 first)."""
+    return [os.path.join(root, "coco", part) for part in ("trainval2014", "val2014", "train2014")]
+
+
 def _load_coco(split, root, names, shots, seed, _voc_split, strict, split_root):
     split_root = split_root or os.path.join(root, "cocosplit")
-    coco = os.path.join(root, "coco")
-    image_dirs = [os.path.join(coco, d) for d in ("trainval2014", "val2014", "train2014")]
+    image_dirs = coco_image_dirs(root)
     ids = [class_splits.coco_category_id(n) for n in names]
     strict = bool(strict)
     if split == "train_fewshot":

@@ -64,25 +64,23 @@ def run_checks(cfg, *, init=None, purpose="train"):
     Returns:
         list of Finding, in check order.
     """
-    from defrcn.recipes.common.builders import resolve_classes
+    from defrcn.data.spec import resolve_data_spec
 
-    cfg = cfg.copy()
     findings = []
     try:
-        resolve_classes(cfg)
+        spec = resolve_data_spec(cfg.data, num_classes=cfg.model.num_classes)
     except InputError as e:
         return [Finding("error", str(e).splitlines()[0])]
-    _guard(findings, _check_classes, cfg)
-    if errors_of(findings):
-        return findings  # the data checks below need valid class lists
-    if purpose == "train" and cfg.data.setting != "base":
-        _guard(findings, _check_split, cfg)
-    _guard(findings, _check_test_set, cfg)
+    findings.append(Finding("ok", f"classes: {len(spec.base_classes)} base + {len(spec.novel_classes)} novel; "
+                                  f"setting '{spec.setting}' -> model.num_classes {spec.num_classes}"))
+    if purpose == "train" and spec.setting != "base":
+        _guard(findings, _check_split, spec)
+    _guard(findings, _check_test_set, spec)
     if purpose == "train":
-        _guard(findings, _check_weights, cfg, init)
+        _guard(findings, _check_weights, cfg, spec, init)
         findings.extend(_check_frozen(cfg, init))
     elif init:
-        _guard(findings, _check_eval_checkpoint, cfg, init)
+        _guard(findings, _check_eval_checkpoint, spec, init)
     return findings
 
 
@@ -97,59 +95,15 @@ def check_or_raise(cfg, *, init=None, purpose="train"):
     return [f for f in findings if f.level == "warning"]
 
 
-def _class_lists(cfg):
-    from defrcn.data.catalog import class_lists
+def _check_split(spec):
+    from defrcn.data.spec import fewshot_records_of_class
 
-    d = cfg.data
-    benchmark = "custom" if d.benchmark == "toy" else d.benchmark
-    return class_lists(benchmark, root=d.root, base_classes=d.base_classes or None,
-                       novel_classes=d.novel_classes or None, voc_split=d.voc_split or None)
-
-
-def _check_classes(cfg):
-    d = cfg.data
-    base, novel = list(d.base_classes), list(d.novel_classes)
-    shared = [n for n in base if n in novel]
-    if shared:
-        return [Finding("error", f"data.base_classes and data.novel_classes share '{shared[0]}'")]
-    _class_lists(cfg)  # InputError for names the data set does not have
-    expected = {"base": len(base), "fsod": len(novel), "tfa": len(base) + len(novel)}[d.setting]
-    if cfg.model.num_classes != expected:
-        return [Finding("error", f"model.num_classes: {cfg.model.num_classes}, but setting '{d.setting}' "
-                                 f"has {expected} classes")]
-    return [Finding("ok", f"classes: {len(base)} base + {len(novel)} novel; setting '{d.setting}' "
-                          f"-> model.num_classes {cfg.model.num_classes}")]
-
-
-def _fewshot_records(cfg, name):
-    """Records of one class's K-shot split file (its boxes only)."""
-    d = cfg.data
-    if d.benchmark == "voc":
-        from defrcn.data.voc import load_fewshot_voc
-
-        split_root = d.fewshot_dir or os.path.join(d.root, "vocsplit")
-        return load_fewshot_voc(d.root, split_root, [name], d.shots, d.split_seed, d.voc_split)
-    from defrcn.data.fewshot_coco import load_fewshot_coco
-
-    if d.benchmark == "coco":
-        split_root = d.fewshot_dir or os.path.join(d.root, "cocosplit")
-        image_dirs = [os.path.join(d.root, "coco", p) for p in ("trainval2014", "val2014", "train2014")]
-        return load_fewshot_coco(split_root, [name], d.shots, d.split_seed, image_dirs)
-    from defrcn.data import custom
-
-    split_root = d.fewshot_dir or custom.default_split_root(d.root)
-    return load_fewshot_coco(split_root, [name], d.shots, d.split_seed, custom.image_dirs(d.root, "train"),
-                             strict=True)
-
-
-def _check_split(cfg):
-    d = cfg.data
-    base, novel, all_order = _class_lists(cfg)
-    names = novel if d.setting == "fsod" else all_order
+    d = spec
+    names = spec.model_classes
     where = f"{d.shots}-shot split, seed {d.split_seed}"
     findings = []
     for name in names:
-        count = sum(len(r["annotations"]) for r in _fewshot_records(cfg, name))
+        count = sum(len(r["annotations"]) for r in fewshot_records_of_class(spec, name))
         if count == 0:
             findings.append(Finding("error", f"data: class '{name}' has no instance in the {where} "
                                              f"(its split file holds no usable box)"))
@@ -162,14 +116,10 @@ def _check_split(cfg):
     return findings
 
 
-def _check_test_set(cfg):
-    from defrcn.data.catalog import load_dataset
+def _check_test_set(spec):
+    from defrcn.data.spec import load_split
 
-    d = cfg.data
-    records, meta = load_dataset(
-        d.benchmark, "test", root=d.root, base_classes=d.base_classes or None,
-        novel_classes=d.novel_classes or None, setting=d.setting, voc_split=d.voc_split or None,
-        split_root=d.fewshot_dir or None)
+    records, meta = load_split(spec, "test")
     counts = Counter(meta.class_names[a["category_id"]] for r in records for a in r["annotations"])
     findings = []
     for name in meta.class_names:
@@ -194,13 +144,13 @@ def _predictor_classes(path, what):
     return None if weight is None else int(weight.shape[0]) - 1
 
 
-def _check_weights(cfg, init):
-    m, d = cfg.model, cfg.data
+def _check_weights(cfg, spec, init):
+    m = cfg.model
     if init:
         found = _predictor_classes(init, "--init")
-        if found is not None and found != m.num_classes:
+        if found is not None and found != spec.num_classes:
             return [Finding("error", f"--init {init}: its predictor has {found} classes, "
-                                     f"model.num_classes is {m.num_classes}")]
+                                     f"model.num_classes is {spec.num_classes}")]
         return [Finding("ok", f"weights: --init {init}")]
     base_weights = m.get("base_weights", "")
     if not base_weights:
@@ -213,7 +163,7 @@ def _check_weights(cfg, init):
         return [Finding("error", f"model.base_weights: {base_weights} not found; make it with "
                                  f"tools/surgery.py from the base run's model_final.ckpt")]
     found = _predictor_classes(base_weights, "model.base_weights")
-    num_base, target = len(d.base_classes), m.num_classes
+    num_base, target = len(spec.base_classes), spec.num_classes
     method = m.get("surgery", "none")
     has = "no predictor" if found is None else f"a predictor for {found} classes"
     if method == "randinit":
@@ -231,12 +181,12 @@ def _check_weights(cfg, init):
     return [Finding("ok", f"weights: {base_weights} ({has}; surgery {method} -> {target} classes)")]
 
 
-def _check_eval_checkpoint(cfg, checkpoint):
+def _check_eval_checkpoint(spec, checkpoint):
     found = _predictor_classes(checkpoint, "--checkpoint")
-    if found is not None and found != cfg.model.num_classes:
+    if found is not None and found != spec.num_classes:
         return [Finding("error", f"{checkpoint}: its {CLS_WEIGHT} has {found + 1} rows — trained for "
-                                 f"{found} classes, this recipe has {cfg.model.num_classes}")]
-    return [Finding("ok", f"checkpoint: {checkpoint} fits {cfg.model.num_classes} classes")]
+                                 f"{found} classes, this recipe has {spec.num_classes}")]
+    return [Finding("ok", f"checkpoint: {checkpoint} fits {spec.num_classes} classes")]
 
 
 def _check_frozen(cfg, init):

@@ -61,11 +61,9 @@ def load_weights(model, checkpoint):
 
 
 def _build_pcb(cfg, model, data):
-    try:
-        from defrcn.pcb import build_pcb
-    except ImportError as e:
-        raise InputError(f"test.pcb.enable: PCB is not available ({e}); run with --no-pcb") from None
-    return build_pcb(cfg, model, data)
+    from defrcn.inference.predict import build_recipe_pcb
+
+    return build_recipe_pcb(cfg, model, data.meta)
 
 
 def evaluate_model(model, data, *, progress=True, rescore=None):

@@ -6,7 +6,7 @@ Mapping (exact step counts): the trainer builds a finite dataset of exactly
 `dataset_sink_mode=False`. Model's `cur_step_num` then counts micro-steps of this run, and
 `IterationClock` (inserted first) turns it into the absolute iteration
 `start_iter + cur_step_num // grad_accumulation` for the other callbacks (see
-`defrcn.callbacks.period`). Resume: build the TrainStep, `restore_training_state` ->
+`IterationClock`). Resume: build the TrainStep, `restore_training_state` ->
 start_iter, rebuild the dataset at start_iter, call `run_training` again.
 
 Data sink (`sink_size` N > 1, GPU/Ascend in graph mode): the same dataset runs as
@@ -23,12 +23,40 @@ import logging
 import math
 
 import mindspore as ms
-from mindspore.train import Model
-
-from defrcn.callbacks.period import IterationClock
+from mindspore.train import Callback, Model
 
 logger = logging.getLogger(__name__)
 SINK_FALLBACK = "solver.dataset_sink: %s; training without it (same iterations, same results)"
+
+
+class IterationClock(Callback):
+    """Publishes the absolute iteration on cb_params for the callbacks that follow it."""
+
+    def __init__(self, start_iter=0, grad_accumulation=1):
+        super().__init__()
+        self.start_iter = int(start_iter)
+        self.grad_accumulation = int(grad_accumulation)
+
+    def _publish(self, cb_params):
+        micro = int(cb_params.cur_step_num)
+        cb_params.start_iter = self.start_iter
+        cb_params.iteration = self.start_iter + micro // self.grad_accumulation
+        cb_params.is_update_step = micro % self.grad_accumulation == 0
+
+    def on_train_begin(self, run_context):
+        cb_params = run_context.original_args()
+        cb_params.start_iter = self.start_iter
+        cb_params.iteration = self.start_iter
+        cb_params.is_update_step = True
+
+    def on_train_step_begin(self, run_context):
+        cb_params = run_context.original_args()
+        # iteration in progress (1-based), for callbacks that report during a step
+        cb_params.iteration_in_progress = (
+            self.start_iter + (int(cb_params.cur_step_num) - 1) // self.grad_accumulation + 1)
+
+    def on_train_step_end(self, run_context):
+        self._publish(run_context.original_args())
 
 
 def dataset_sink_size(wanted, *, periods, start_iter, max_iter):

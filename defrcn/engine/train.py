@@ -9,13 +9,13 @@ import logging
 import os
 import random
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
 from defrcn.config.recipe import load_recipe, save_config
+from defrcn.engine.context import TrainContext
 from defrcn.engine.runtime import OutputLock, setup_runtime
-from defrcn.solver.schedule import describe_schedule_change, effective_schedule, lr_per_step
+from defrcn.solver.schedule import describe_schedule_change, effective_schedule
 from defrcn.errors import InputError
 
 logger = logging.getLogger("defrcn.train")
@@ -39,10 +39,10 @@ def train_recipe(recipe_path, *, overrides=(), output_dir=None, device="CPU", re
     cfg = recipe.cfg
     if output_dir:
         cfg.output_dir = str(output_dir)
-    from defrcn.recipes.common.builders import resolve_classes
-
-    resolve_classes(cfg)
+    from defrcn.data.spec import resolve_data_spec
     from defrcn.engine.doctor import check_or_raise
+
+    spec = resolve_data_spec(cfg.data, num_classes=cfg.model.num_classes)
 
     doctor_warnings = check_or_raise(cfg, init=init)  # InputError (exit 2) before anything is built
     _check_speed_keys(cfg)
@@ -59,7 +59,7 @@ def train_recipe(recipe_path, *, overrides=(), output_dir=None, device="CPU", re
         for finding in doctor_warnings:
             logger.warning("doctor: %s", finding.message)
         logger.info("schedule: %s", plan["summary"])
-        return _train(recipe, cfg, plan, runtime, out, train_data, resume=resume, init=init,
+        return _train(recipe, cfg, spec, plan, runtime, out, train_data, resume=resume, init=init,
                       evaluate=evaluate)
     finally:
         if lock:
@@ -163,7 +163,7 @@ def _seed_everything(seed):
     random.seed(seed)
 
 
-def _train(recipe, cfg, plan, runtime, out, train_data, *, resume, init, evaluate):
+def _train(recipe, cfg, spec, plan, runtime, out, train_data, *, resume, init, evaluate):
     from defrcn.checkpoint.io import find_resume_checkpoint
     from defrcn.checkpoint.training_state import restore_training_state
     from defrcn.data.pipeline import input_errors_as_one_line
@@ -173,7 +173,7 @@ def _train(recipe, cfg, plan, runtime, out, train_data, *, resume, init, evaluat
 
     _seed_everything(cfg.seed)  # the same on every rank: identical initialisation
     model = recipe.model(cfg, rank=runtime.rank)
-    load_initial_weights(model, cfg, init)
+    load_initial_weights(model, cfg, spec, init)
     amp_level, loss_scale = amp_settings(cfg.solver)
     apply_mixed_precision(model, amp_level)
     if amp_level != "O0":
@@ -185,9 +185,10 @@ def _train(recipe, cfg, plan, runtime, out, train_data, *, resume, init, evaluat
     optimizer = recipe.optimizer(cfg, model, plan)
     train_step = TrainStep(model, optimizer, grad_accumulation=plan["accumulate_steps"],
                            loss_scaler=build_loss_scaler(loss_scale))
+    from defrcn.solver.optim import optimizer_lr_table
+
     max_iter = plan["max_iter"]
-    rates = lr_per_step(plan["base_lr"], max_iter, plan["steps"], plan["gamma"], plan["warmup_iters"],
-                        plan["warmup_factor"])
+    rates = optimizer_lr_table(optimizer)  # what the optimizer applies: the log shows this
     start_iter = 0
     if resume:
         path = find_resume_checkpoint(str(out))
@@ -201,18 +202,21 @@ def _train(recipe, cfg, plan, runtime, out, train_data, *, resume, init, evaluat
         print(f"{out}: already trained to iteration {max_iter}; nothing to do", flush=True)
         return out
     if runtime.is_main:
-        resolved = cfg.copy()
+        resolved = cfg.copy()  # the class lists and count as resolved from the data set
+        resolved.data.base_classes, resolved.data.novel_classes = list(spec.base_classes), list(spec.novel_classes)
+        resolved.model.num_classes = spec.num_classes
         resolved["schedule"] = {k: v for k, v in plan.items()}
         save_config(resolved, str(out), cfg.recipe)
     micro_steps = plan["accumulate_steps"]
     data = recipe.dataset(cfg, "train", num_shards=runtime.world_size, shard_id=runtime.rank,
                           start_iter=start_iter * micro_steps,
                           num_batches=(max_iter - start_iter) * micro_steps, preloaded=train_data)
-    ctx = SimpleNamespace(
+    evaluations = []  # (iteration, metrics) of every evaluation this run makes
+    eval_fn = _eval_fn(cfg, model, recipe, evaluations) if evaluate and runtime.is_main else None
+    ctx = TrainContext(
         output_dir=str(out), is_main=runtime.is_main, optimizer=optimizer, start_iter=start_iter,
-        loss_names=list(model.loss_names), schedule=plan,
-        lr_fn=lambda it: float(rates[min(max(it - 1, 0), len(rates) - 1)]),
-        eval_fn=_eval_fn(cfg, model, recipe) if evaluate and runtime.is_main else None,
+        loss_names=tuple(model.loss_names), schedule=dict(plan),
+        lr_fn=lambda it: float(rates[min(max(it - 1, 0), len(rates) - 1)]), eval_fn=eval_fn,
     )
     callbacks = recipe.callbacks(cfg, ctx)
     model.set_train(True)
@@ -220,7 +224,7 @@ def _train(recipe, cfg, plan, runtime, out, train_data, *, resume, init, evaluat
         run_training(train_step, data.loader, callbacks, start_iter, max_iter,
                      sink_size=_sink_size(cfg, plan, start_iter))
     if runtime.is_main:
-        _write_final_metrics(callbacks, out, max_iter)
+        _write_final_metrics(evaluations, out, max_iter)
     return out
 
 
@@ -246,31 +250,31 @@ def _sink_size(cfg, plan, start_iter):
     return size
 
 
-def _write_final_metrics(callbacks, out, max_iter):
-    """OUTPUT/metrics.json (DESIGN section 9) from the evaluation at max_iter, if one ran."""
-    from defrcn.callbacks.eval_hook import PeriodicEval
+def _write_final_metrics(evaluations, out, max_iter):
+    """OUTPUT/metrics.json from the evaluation at max_iter, if one ran."""
     from defrcn.utils.atomic import write_json_atomic
 
-    for callback in callbacks:
-        if not isinstance(callback, PeriodicEval):
-            continue
-        for iteration, metrics in reversed(callback.history):
-            if iteration >= max_iter:
-                write_json_atomic(str(out / "metrics.json"), dict(metrics))
-                return
+    for iteration, metrics in reversed(evaluations):
+        if iteration >= max_iter:
+            write_json_atomic(str(out / "metrics.json"), dict(metrics))
+            return
 
 
-def _eval_fn(cfg, model, recipe):
-    """The periodic/final evaluation, when the evaluation package is available."""
-    try:
-        from defrcn.engine.evaluate import make_eval_fn
-    except ImportError:
-        return None
-    test_data = recipe.dataset(cfg, "test")
-    return make_eval_fn(cfg, model, test_data)
+def _eval_fn(cfg, model, recipe, evaluations):
+    """The periodic/final evaluation; each result is also appended to `evaluations`."""
+    from defrcn.engine.evaluate import make_eval_fn
+
+    evaluate = make_eval_fn(cfg, model, recipe.dataset(cfg, "test"))
+
+    def run(iteration):
+        metrics = evaluate(iteration)
+        evaluations.append((iteration, metrics))
+        return metrics
+
+    return run
 
 
-def load_initial_weights(model, cfg, init=None):
+def load_initial_weights(model, cfg, spec, init=None):
     """--init CKPT, else a fine-tune recipe's base weights (through surgery), else ImageNet."""
     from defrcn.checkpoint.io import load_checkpoint, load_into
 
@@ -278,10 +282,10 @@ def load_initial_weights(model, cfg, init=None):
         _report_load(init, *load_into(model, load_checkpoint(init)))
         return
     base = cfg.model.get("base_weights", "")
-    if base and _needs_surgery(cfg, base):
+    if base and _needs_surgery(cfg.model.get("surgery", "none"), base, spec.num_classes):
         from defrcn.checkpoint.surgery import apply_surgery_to_model, surgery_classes
 
-        base_names, target_names = surgery_classes(cfg)
+        base_names, target_names = surgery_classes(spec)
         apply_surgery_to_model(model, base, method=cfg.model.surgery, base_class_names=base_names,
                                target_class_names=target_names, seed=cfg.seed)
         logger.info("initialised from %s with surgery '%s'", base, cfg.model.surgery)
@@ -297,7 +301,7 @@ def load_initial_weights(model, cfg, init=None):
         _report_load(weights, *load_into(model, load_checkpoint(weights)))
 
 
-def _needs_surgery(cfg, base):
+def _needs_surgery(method, base, num_classes):
     """A base-training checkpoint needs surgery; a surgery output (tools/surgery.py) does not.
 
     `remove` is applied every time (dropping the predictor twice is harmless); `randinit`
@@ -306,13 +310,12 @@ def _needs_surgery(cfg, base):
     from defrcn.checkpoint.io import load_checkpoint
     from defrcn.checkpoint.surgery import CLS_WEIGHT
 
-    method = cfg.model.get("surgery", "none")
     if method == "none":
         return False
     if method == "remove":
         return True
     cls = load_checkpoint(base).get(CLS_WEIGHT)
-    return cls is not None and cls.shape[0] != cfg.model.num_classes + 1
+    return cls is not None and cls.shape[0] != num_classes + 1
 
 
 def _report_load(path, missing, unexpected, mismatched):

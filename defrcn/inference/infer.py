@@ -19,6 +19,7 @@ from tqdm import tqdm
 from defrcn.inference.predict import (category_ids_of, load_model_for_inference, predict_image,
                                    read_image_header, read_image_rgb)
 from defrcn.config.recipe import load_recipe
+from defrcn.data.spec import resolve_data_spec
 from defrcn.errors import InputError
 
 __all__ = ["IMAGE_SUFFIXES", "DEFAULT_SCORE_THRESH", "expand_image_paths", "output_stems",
@@ -102,12 +103,9 @@ def draw_detections(image, boxes, scores, classes, class_names):
 
 
 def _build_rescorer(cfg, model):
-    try:
-        from defrcn.pcb import build_pcb
-    except ImportError as error:
-        raise InputError(f"--pcb: prototype calibration is not available in this install "
-                         f"(defrcn.pcb.build_pcb: {error})") from None
-    return build_pcb(cfg, model)
+    from defrcn.inference.predict import build_recipe_pcb
+
+    return build_recipe_pcb(cfg, model)
 
 
 def _check_not_overwriting(paths, out_dir, stems):
@@ -127,7 +125,7 @@ def infer_to_folder(recipe_path, checkpoint, inputs, out_dir, *, score_thresh=DE
 
     Detections scoring below `score_thresh` are dropped (the model's own
     `model.roi.score_thresh_test` is lowered to it when higher). `pcb`: rescore with
-    `defrcn.pcb.build_pcb(cfg, model)` before thresholding. Returns the JSON paths.
+    the recipe's PCB (`build_recipe_pcb`) before thresholding. Returns the JSON paths.
     """
     if not 0.0 <= float(score_thresh) <= 1.0:
         raise InputError(f"--score-thresh: must be in [0, 1], got {score_thresh}")
@@ -140,7 +138,7 @@ def infer_to_folder(recipe_path, checkpoint, inputs, out_dir, *, score_thresh=DE
     if score_thresh < load_recipe(recipe_path, overrides).cfg.model.roi.score_thresh_test:
         overrides.append(f"model.roi.score_thresh_test={float(score_thresh)!r}")
     cfg, model, class_names = load_model_for_inference(recipe_path, checkpoint, overrides, device)
-    category_ids = category_ids_of(cfg, class_names)
+    category_ids = category_ids_of(resolve_data_spec(cfg.data, num_classes=cfg.model.num_classes), class_names)
     rescorer = _build_rescorer(cfg, model) if pcb else None
     try:
         os.makedirs(out_dir, exist_ok=True)

@@ -14,18 +14,17 @@ import logging
 import numpy as np
 from PIL import Image
 
-from defrcn.data.catalog import class_lists
 from defrcn.data.classes import coco_category_id
 from defrcn.data.custom import annotation_file, read_classes
 from defrcn.data.transforms import boxes_to_original, choose_canvas, prepare_example
 from defrcn.config.recipe import load_recipe
+from defrcn.data.spec import resolve_data_spec
 from defrcn.errors import InputError
-from defrcn.recipes.common.builders import resolve_classes
 
 __all__ = [
     "load_model_for_inference",
-    "class_names_of",
     "category_ids_of",
+    "build_recipe_pcb",
     "preprocess_image",
     "predict_image",
     "read_image_rgb",
@@ -39,28 +38,15 @@ logger = logging.getLogger(__name__)
 _OPTIONAL_PARAMS = ("sample_step",)
 
 
-def class_names_of(cfg):
-    """Class names in the model's contiguous-id order for cfg's setting (after
-    `resolve_classes`): base -> base, fsod -> novel, tfa -> both in the catalog's order."""
-    data = cfg.data
-    if data.setting == "base":
-        return list(data.base_classes)
-    if data.setting == "fsod":
-        return list(data.novel_classes)
-    _, _, both = class_lists(data.benchmark, root=data.root, base_classes=data.base_classes or None,
-                             novel_classes=data.novel_classes or None, voc_split=data.voc_split or None)
-    return list(both)
-
-
-def category_ids_of(cfg, class_names):
+def category_ids_of(spec, class_names):
     """The data set's own category id of each name (COCO ids, the custom json's ids), or
     None per name when the data set has none (VOC) or its json cannot be read."""
-    benchmark = cfg.data.benchmark
+    benchmark = spec.benchmark
     if benchmark == "coco":
         return [coco_category_id(name) for name in class_names]
     if benchmark in ("custom", "toy"):
         try:
-            names, ids = read_classes(annotation_file(cfg.data.root, "train"))
+            names, ids = read_classes(annotation_file(spec.root, "train"))
         except InputError:
             return [None] * len(class_names)
         by_name = dict(zip(names, ids))
@@ -108,11 +94,7 @@ def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"
     check_device(device)
     recipe = load_recipe(recipe_path, overrides)
     cfg = recipe.cfg
-    resolve_classes(cfg)
-    class_names = class_names_of(cfg)
-    if len(class_names) != cfg.model.num_classes:
-        raise InputError(f"model.num_classes: {cfg.model.num_classes}, but the class list of setting "
-                         f"'{cfg.data.setting}' has {len(class_names)} names")
+    class_names = list(resolve_data_spec(cfg.data, num_classes=cfg.model.num_classes).model_classes)
     if ms.get_context("device_target") != device:
         ms.set_device(device)
     keep_graph_precision(device)
@@ -187,3 +169,15 @@ def read_image_header(path):
         raise InputError("image file not found", path=path) from None
     except (OSError, ValueError, SyntaxError) as error:
         raise InputError(f"cannot read image ({type(error).__name__})", path=path) from None
+
+
+def build_recipe_pcb(cfg, model, test_meta=None):
+    """The PCB of a fine-tuning recipe (`test.pcb`, its K-shot support set, the prototype cache
+    under its output folder) for `model`; `test_meta` sets the class-id space of `rescore`."""
+    from defrcn.pcb import build_pcb, default_cache_dir
+    from defrcn.pcb.feature_model import build_feature_model
+
+    spec = resolve_data_spec(cfg.data, num_classes=cfg.model.num_classes)
+    features = build_feature_model(cfg.test.pcb, model, input=cfg.input)
+    return build_pcb(spec, cfg.test.pcb, features, test_meta=test_meta,
+                     cache_dir=default_cache_dir(cfg.test.pcb, cfg.get("output_dir", "")))

@@ -1,6 +1,7 @@
 """Prototypical Calibration Block (DeFRCN, Qiao et al. 2021, section 3.3; fact sheet section 2).
 
-    pcb = build_pcb(cfg, model, test_data)      # once per evaluation
+    pcb = build_pcb(spec, cfg.test.pcb, build_feature_model(cfg.test.pcb, model, input=cfg.input),
+                    test_meta=test_data.meta)                 # once per evaluation
     new_scores = pcb.rescore(record, boxes, scores, classes)   # per test image
 
 `feature_model.py` embeds boxes, `prototypes.py` builds the per-class prototypes from the
@@ -12,7 +13,7 @@ import numpy as np
 
 from defrcn.pcb.calibration import calibrate_scores, prototype_rows, select_for_calibration
 
-__all__ = ["PCB", "build_pcb"]
+__all__ = ["PCB", "build_pcb", "default_cache_dir"]
 
 PROTOTYPE_CACHE_FOLDER = "pcb"  # under the run's output_dir
 
@@ -57,33 +58,27 @@ class PCB:
                                 self.alpha)
 
 
-def default_cache_dir(cfg):
-    """cfg.test.pcb.cache_dir if set, else OUTPUT/pcb, else None (no cache)."""
-    explicit = cfg.test.pcb.get("cache_dir", "")
+def default_cache_dir(pcb, output_dir):
+    """The prototype cache folder: `pcb.cache_dir` if set, else OUTPUT/pcb, else None (no cache)."""
+    explicit = pcb.get("cache_dir", "")
     if explicit:
         return explicit
-    return os.path.join(cfg.output_dir, PROTOTYPE_CACHE_FOLDER) if cfg.get("output_dir") else None
+    return os.path.join(output_dir, PROTOTYPE_CACHE_FOLDER) if output_dir else None
 
 
-def build_pcb(cfg, model=None, test_data=None, *, feature_model=None, cache_dir=None, load_image=None):
-    """PCB for a fine-tuning recipe's evaluation.
+def build_pcb(spec, pcb, feature_model, *, test_meta=None, cache_dir=None, load_image=None):
+    """PCB for the evaluation of a fine-tuning run.
 
-    cfg: the recipe cfg (data.*, input.*, test.pcb.*, output_dir); model: the detector (needed
-    for test.pcb.model "self"); test_data: `Data(loader, records, meta)` of the test set
-    (its meta gives the class-id space of `rescore`; None = the support set's classes).
-    feature_model / cache_dir / load_image override the defaults (tests, tools).
+    spec: the run's `DataSpec` (its K-shot set is the support set); pcb: the `test.pcb`
+    settings (alpha, lower, upper); feature_model: from `build_feature_model`; test_meta: the
+    test set's meta (the class-id space of `rescore`; None = the support set's classes);
+    cache_dir: where prototypes are cached (None = not cached); load_image: for tests, tools.
     """
-    from defrcn.pcb.feature_model import build_feature_model
     from defrcn.pcb.prototypes import load_or_compute_prototypes, load_support_set
 
-    records, meta = load_support_set(cfg)
-    if feature_model is None:
-        feature_model = build_feature_model(cfg, model)
-    if cache_dir is None:
-        cache_dir = default_cache_dir(cfg)
+    records, meta = load_support_set(spec)
     protos = load_or_compute_prototypes(feature_model, records, meta, cache_dir, load_image)
-    test_meta = test_data.meta if test_data is not None else meta
-    untouched = cfg.data.base_classes if cfg.data.setting == "tfa" else ()
-    p = cfg.test.pcb
-    return PCB(feature_model, protos, test_meta.class_names, untouched_classes=untouched, alpha=p.alpha,
-               lower=p.lower, upper=p.upper, load_image=load_image)
+    test_meta = test_meta if test_meta is not None else meta
+    untouched = spec.base_classes if spec.setting == "tfa" else ()
+    return PCB(feature_model, protos, test_meta.class_names, untouched_classes=untouched, alpha=pcb["alpha"],
+               lower=pcb["lower"], upper=pcb["upper"], load_image=load_image)

@@ -248,13 +248,13 @@ class DetectorFeatures:
         return out[:n].astype(np.float32)
 
 
-def build_feature_model(cfg, model=None):
-    """The feature model cfg.test.pcb asks for: "self" needs `model` (the detector)."""
-    pcb = cfg.test.pcb
+def build_feature_model(pcb, model=None, *, input=None):
+    """The feature model the `test.pcb` settings ask for: "self" needs `model` (the detector)
+    and the `input` settings (format, test sizes, canvases) its images are prepared with."""
     if pcb.model == "self":
         if model is None:
             raise InputError("test.pcb.model: 'self' needs the detector (no model was given)")
-        i = cfg.input
+        i = input
         return DetectorFeatures(model, pixel_format=i.format, min_size=i.min_size_test,
                                 max_size=i.max_size_test, canvases=i.canvases)
     if pcb.model not in RESNET_DEPTHS:

@@ -34,22 +34,15 @@ class Prototypes(NamedTuple):
     counts: np.ndarray
 
 
-def load_support_set(cfg):
-    """(records, meta) of the recipe's fine-tuning training set (data.setting fsod or tfa)."""
-    from defrcn.data.catalog import load_dataset
+def load_support_set(spec):
+    """(records, meta) of a fine-tuning `DataSpec`'s K-shot training set: the support set."""
+    from defrcn.data.spec import load_split
     from defrcn.errors import InputError
-    from defrcn.recipes.common.builders import resolve_classes
 
-    resolve_classes(cfg)
-    d = cfg.data
-    if d.setting not in ("fsod", "tfa"):
+    if spec.setting not in ("fsod", "tfa"):
         raise InputError(f"test.pcb.enable: PCB needs a fine-tuning recipe (data.setting fsod or tfa), "
-                         f"got '{d.setting}'")
-    # the same call as recipes/common/builders.py dataset(cfg, "train") for a few-shot setting
-    return load_dataset(
-        d.benchmark, "train_fewshot", root=d.root, base_classes=d.base_classes or None,
-        novel_classes=d.novel_classes or None, setting=d.setting, shots=d.shots or None,
-        split_seed=d.split_seed, voc_split=d.voc_split or None, split_root=d.fewshot_dir or None)
+                         f"got '{spec.setting}'")
+    return load_split(spec, "train")
 
 
 def _support_boxes(record):

@@ -96,3 +96,13 @@ def build_adamw(net_or_params, lr_per_step, weight_decay=1e-2, weight_decay_bias
     groups = parameter_groups(net_or_params, weight_decay, weight_decay_bias, weight_decay_norm)
     return nn.AdamWeightDecay(groups, learning_rate=_lr_tensor(lr_per_step), beta1=betas[0], beta2=betas[1],
                               eps=eps)
+
+
+def optimizer_lr_table(optimizer):
+    """The optimizer's own per-step learning rates (float64 numpy, entry i = step i + 1): the list
+    a MindSpore optimizer keeps for a dynamic learning rate, or its one fixed value."""
+    rate = optimizer.learning_rate
+    if getattr(optimizer, "is_group_lr", False):
+        rate = rate[0]  # parameter groups here share one schedule
+    table = getattr(rate, "learning_rate", rate)  # a dynamic LR keeps its list as a Parameter
+    return np.asarray(table.asnumpy(), dtype=np.float64).reshape(-1)

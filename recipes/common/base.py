@@ -9,7 +9,7 @@ Class lists: COCO and VOC carry their split's names (`defrcn/data/classes.py`); 
 set its generator's (`defrcn/data/synthetic.py`). Custom recipes leave
 `data.base_classes`, `data.novel_classes` empty and `model.num_classes` 0, meaning "from
 the data set": novel names from `--set data.novel_classes=a,b` or the train json's
-`info.novel_classes`, base = every other category; `resolve_classes` in
+`info.novel_classes`, base = every other category; `data_spec` in
 `builders.py` fills them in before anything is built.
 
 Input canvases (static shapes for graph mode): an image resized to shortest edge <= 800
@@ -18,9 +18,10 @@ next multiple of 32 above 1333; the same two canvases serve training (640-800 / 
 and test (800).
 """
 from defrcn.config.config import Config
-from defrcn.recipes.common.builders import callbacks, dataset, model, optimizer, resolve_classes
+from defrcn.recipes.common.builders import callbacks, data_spec, dataset, model, optimizer
+from defrcn.recipes.common.derive import rederive
 
-__all__ = ["base_cfg", "model", "dataset", "optimizer", "callbacks", "resolve_classes"]
+__all__ = ["base_cfg", "model", "dataset", "optimizer", "callbacks", "data_spec", "rederive"]
 
 BENCHMARKS = ("coco", "voc", "custom", "toy")
 COCO_MIN_SIZES = list(range(640, 801, 32))  # Base-RCNN.yaml INPUT.MIN_SIZE_TRAIN (640..800 step 32)

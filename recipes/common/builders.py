@@ -6,58 +6,25 @@ Weights (`model.weights`, `model.base_weights`) are loaded by the engine, not he
 """
 from typing import Any, List, NamedTuple
 
-__all__ = ["model", "dataset", "optimizer", "callbacks", "resolve_classes", "Data"]
+__all__ = ["model", "dataset", "optimizer", "callbacks", "data_spec", "Data"]
 
 
-def resolve_classes(cfg):
-    """Fill empty `data.base_classes` / `data.novel_classes` and `model.num_classes` 0 in place.
+def data_spec(cfg):
+    """The resolved `DataSpec` of cfg.data (`defrcn.data.spec`): classes in model order, split
+    files, shots; checks model.num_classes (0 = from the setting). cfg is not changed."""
+    from defrcn.data.spec import resolve_data_spec
 
-    Custom and toy data sets: the classes are the train json's categories (ascending id);
-    novel = `data.novel_classes`, else the json's `info.novel_classes`, else none;
-    base = `data.base_classes`, else every other category. num_classes follows the setting
-    (base: base classes; fsod: novel; tfa: both). A stated num_classes must agree.
-    Returns cfg. InputError for names the data set lacks or a mismatching count.
-    """
-    from defrcn.errors import InputError
-
-    data = cfg.data
-    if data.benchmark in ("custom", "toy") and not (data.base_classes and data.novel_classes):
-        from defrcn.data.coco import category_names, read_json
-        from defrcn.data.custom import annotation_file, check_class_names
-
-        json_file = annotation_file(data.root, "train")
-        content = read_json(json_file)
-        id_to_name = category_names(content, json_file)
-        names = [id_to_name[i] for i in sorted(id_to_name)]
-        info = content.get("info") if isinstance(content.get("info"), dict) else {}
-        novel = list(data.novel_classes or info.get("novel_classes") or [])
-        check_class_names(novel, names, json_file, what="novel class")
-        base = list(data.base_classes or [n for n in names if n not in novel])
-        check_class_names(base, names, json_file, what="base class")
-        data.base_classes, data.novel_classes = base, novel
-    counts = {"base": len(data.base_classes), "fsod": len(data.novel_classes),
-              "tfa": len(data.base_classes) + len(data.novel_classes)}
-    expected = counts[data.setting]
-    if cfg.model.num_classes <= 0:
-        cfg.model.num_classes = expected
-    elif expected and cfg.model.num_classes != expected:
-        raise InputError(f"model.num_classes: {cfg.model.num_classes}, but setting '{data.setting}' "
-                         f"with these class lists has {expected} classes")
-    if cfg.model.num_classes <= 0:
-        raise InputError(f"model.num_classes: no classes for setting '{data.setting}' "
-                         f"(set data.novel_classes=a,b)")
-    return cfg
+    return resolve_data_spec(cfg.data, num_classes=cfg.model.num_classes)
 
 
 def model(cfg, *, rank=0):
     """The DeFRCN detector Cell for cfg (random init). `rank` salts RoI/anchor sampling."""
     from defrcn.modeling.detector import build_detector
 
-    resolve_classes(cfg)
     m = cfg.model
     roi = m.roi
     return build_detector(
-        num_classes=m.num_classes, depth=m.depth, norm=m.norm, freeze_at=m.freeze_at,
+        num_classes=data_spec(cfg).num_classes, depth=m.depth, norm=m.norm, freeze_at=m.freeze_at,
         stride_in_1x1=m.stride_in_1x1, gdl_scale_rpn=m.gdl_scale_rpn, gdl_scale_roi=m.gdl_scale_roi,
         freeze_res5=m.freeze_res5, cls_dropout=m.cls_dropout, pooler_resolution=m.pooler_resolution,
         pooler_impl=m.get("pooler_impl", "matmul"),
@@ -87,24 +54,16 @@ def dataset(cfg, split, *, num_shards=1, shard_id=0, start_iter=0, num_batches=N
     stream finite (exactly the batches a run needs). `preloaded`: a `Data` of the same
     split whose records and meta are reused (no second read of the annotations).
     """
-    from defrcn.data.catalog import load_dataset
     from defrcn.data.pipeline import build_test_loader, build_train_loader
+    from defrcn.data.spec import load_split
 
-    resolve_classes(cfg)
     d, i = cfg.data, cfg.input
-    if split == "train":
-        catalog_split = "train_base" if d.setting == "base" else "train_fewshot"
-    elif split == "test":
-        catalog_split = "test"
-    else:
+    if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if preloaded is not None:
         records, meta = preloaded.records, preloaded.meta
     else:
-        records, meta = load_dataset(
-            d.benchmark, catalog_split, root=d.root, base_classes=d.base_classes or None,
-            novel_classes=d.novel_classes or None, setting=d.setting, shots=d.shots or None,
-            split_seed=d.split_seed, voc_split=d.voc_split or None, split_root=d.fewshot_dir or None)
+        records, meta = load_split(data_spec(cfg), split)
     common = dict(canvases=i.canvases, pixel_format=i.format, max_gt=d.max_gt, num_shards=num_shards,
                   shard_id=shard_id, num_workers=d.num_workers)
     if split == "train":
@@ -143,19 +102,17 @@ def optimizer(cfg, model, steps=None):
 def callbacks(cfg, ctx):
     """The ordered training callbacks; writers only on the main rank.
 
-    ctx (built by the engine): output_dir, is_main, optimizer, start_iter, loss_names,
-    lr_fn (iteration -> LR), schedule (the `effective_schedule` dict: max_iter,
-    checkpoint_period, eval_period, accumulate_steps), eval_fn (iteration -> metrics, or None).
+    ctx: the `defrcn.engine.context.TrainContext` of the run (output folder, rank 0 or not,
+    optimizer, start iteration, loss names, effective schedule, the optimizer's LR per
+    iteration, the evaluation function or None).
     """
     from defrcn.callbacks.checkpointer import Checkpointer
     from defrcn.callbacks.eval_hook import PeriodicEval
     from defrcn.callbacks.metrics_logger import MetricsLogger
     from defrcn.callbacks.nan_guard import NanGuard
-    from defrcn.callbacks.period import IterationClock
 
     plan = ctx.schedule
     items = [
-        IterationClock(start_iter=ctx.start_iter, grad_accumulation=plan["accumulate_steps"]),
         NanGuard(ctx.loss_names, output_dir=ctx.output_dir),
         MetricsLogger(ctx.output_dir, ctx.loss_names, cfg.log.period, ctx.lr_fn, plan["max_iter"], ctx.is_main),
     ]

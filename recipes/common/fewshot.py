@@ -14,18 +14,12 @@ original's files: `output/<base recipe>/model_reset_surgery.ckpt` (randinit) or
 `tools/surgery.py --checkpoint output/<base recipe>/model_final.ckpt --method ... --output ...`.
 """
 from defrcn.recipes.common.base import base_cfg
-from defrcn.recipes.common.builders import callbacks, dataset, model, optimizer, resolve_classes
+from defrcn.recipes.common.builders import callbacks, data_spec, dataset, model, optimizer
+from defrcn.recipes.common.derive import SURGERY_OF_SETTING, base_weights_path, rederive
 
-__all__ = ["fewshot_cfg", "model", "dataset", "optimizer", "callbacks", "resolve_classes"]
+__all__ = ["fewshot_cfg", "model", "dataset", "optimizer", "callbacks", "data_spec", "rederive"]
 
-SURGERY_OF_SETTING = {"fsod": "remove", "tfa": "randinit"}  # run_coco.sh / run_voc.sh
-SURGERY_FILE = {"remove": "model_reset_remove.ckpt", "randinit": "model_reset_surgery.ckpt"}
 GDL_SCALE_ROI_FINETUNE = {"coco": 0.01, "voc": 0.001, "custom": 0.01, "toy": 0.01}  # ROI_HEADS.BACKWARD_SCALE
-
-
-def base_recipe_name(benchmark, voc_split=0):
-    """The recipe whose run a fine-tune recipe starts from (`voc_split2_base`, `coco_base`...)."""
-    return f"voc_split{voc_split}_base" if benchmark == "voc" else f"{benchmark}_base"
 
 
 def fewshot_cfg(benchmark, setting, shots, voc_split=0):
@@ -38,11 +32,11 @@ def fewshot_cfg(benchmark, setting, shots, voc_split=0):
     cfg.data.setting = setting
     cfg.data.shots = shots
     base, novel = cfg.data.base_classes, cfg.data.novel_classes
-    if benchmark != "custom":  # custom: 0 = from the data set (resolve_classes)
+    if benchmark != "custom":  # custom: 0 = from the data set (`data_spec`)
         cfg.model.num_classes = len(novel) if setting == "fsod" else len(base) + len(novel)
     surgery = SURGERY_OF_SETTING[setting]
     cfg.model.surgery = surgery
-    cfg.model.base_weights = f"output/{base_recipe_name(benchmark, voc_split)}/{SURGERY_FILE[surgery]}"
+    cfg.model.base_weights = base_weights_path(benchmark, voc_split, surgery)
     cfg.model.weights = ""  # the backbone comes from base_weights
     cfg.model.gdl_scale_roi = GDL_SCALE_ROI_FINETUNE[benchmark]
     cfg.model.freeze_res5 = True  # ROI_HEADS.FREEZE_FEAT

@@ -283,11 +283,13 @@ def test_port_checkpoint_maps_backbone_heads_and_predictor(tmp_path):
 
 
 def _load_initial(recipe, overrides, base_weights):
+    from defrcn.data.spec import resolve_data_spec
     from defrcn.engine.train import load_initial_weights
 
     recipe = load_recipe(REPO / recipe, [*overrides, f"model.base_weights={base_weights}"])
     model = recipe.model(recipe.cfg)
-    load_initial_weights(model, recipe.cfg)
+    cfg = recipe.cfg
+    load_initial_weights(model, cfg, resolve_data_spec(cfg.data, num_classes=cfg.model.num_classes))
     return {name: param.asnumpy() for name, param in model.parameters_dict().items()}
 
 

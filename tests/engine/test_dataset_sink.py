@@ -18,7 +18,8 @@ from mindspore.train import RunContext
 from defrcn.callbacks.checkpointer import Checkpointer
 from defrcn.callbacks.eval_hook import PeriodicEval
 from defrcn.callbacks.metrics_logger import MetricsLogger
-from defrcn.callbacks.period import IterationClock, current_iteration
+from defrcn.callbacks.period import current_iteration
+from defrcn.engine.loop import IterationClock
 from defrcn.engine.loop import dataset_sink_size, run_training
 from defrcn.engine.train_step import TrainStep
 from defrcn.testing import TinyRegression

@@ -20,12 +20,7 @@ LOSS_NAMES = ("loss_mse", "loss_l1")
 LR_PER_STEP = [0.05, 0.05, 0.04, 0.04, 0.03, 0.02, 0.02, 0.01]
 
 
-@pytest.fixture(autouse=True)
-def graph_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("graph_mode")
 
 
 class BatchSource:

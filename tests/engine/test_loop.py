@@ -7,17 +7,13 @@ import mindspore.dataset as ds
 from mindspore import nn, ops
 from mindspore.train import Callback
 
-from defrcn.callbacks.period import IterationClock, current_iteration
+from defrcn.callbacks.period import current_iteration
+from defrcn.engine.loop import IterationClock
 from defrcn.engine.loop import run_training
 from defrcn.engine.train_step import TrainStep
 
 
-@pytest.fixture(autouse=True)
-def pynative_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("pynative_mode")
 
 
 class Square(nn.Cell):

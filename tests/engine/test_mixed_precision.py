@@ -22,12 +22,7 @@ from defrcn.testing import TinyRegression
 CELLS = ("hidden", "out")
 
 
-@pytest.fixture(autouse=True)
-def graph_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("graph_mode")
 
 
 def arrays(seed, size=4):

@@ -163,17 +163,3 @@ def test_checkpoint_of_another_model_is_rejected(tmp_path):
     model = nn.SequentialCell([nn.Dense(4, 4), nn.Dense(4, 2)])
     with pytest.raises(InputError, match=r"other\.ckpt: lacks 4 of the model's 4 parameters"):
         load_weights(model, other)
-
-
-def test_pcb_hook_is_built_lazily_and_missing_pcb_is_one_clear_error(monkeypatch):
-    import types
-
-    from defrcn.engine.evaluate import _build_pcb
-
-    monkeypatch.setitem(sys.modules, "defrcn.pcb", types.ModuleType("defrcn.pcb"))
-    with pytest.raises(InputError, match="test.pcb.enable: PCB is not available .*--no-pcb"):
-        _build_pcb(None, None, None)
-    fake = types.ModuleType("defrcn.pcb")
-    fake.build_pcb = lambda cfg, model, data: ("built", cfg, model, data)
-    monkeypatch.setitem(sys.modules, "defrcn.pcb", fake)
-    assert _build_pcb("cfg", "model", "data") == ("built", "cfg", "model", "data")

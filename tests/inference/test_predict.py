@@ -9,7 +9,7 @@ from PIL import Image
 
 from defrcn.engine import load_recipe
 from defrcn.inference.infer import infer_to_folder
-from defrcn.inference.predict import (category_ids_of, class_names_of, load_model_for_inference, predict_image,
+from defrcn.inference.predict import (category_ids_of, load_model_for_inference, predict_image,
                                    preprocess_image)
 from defrcn.errors import InputError
 
@@ -72,7 +72,7 @@ def test_preprocessing_is_the_test_loaders(tmp_path):
 
 def test_class_names_follow_the_setting(toy):
     from defrcn.data.synthetic import BASE_CLASS_NAMES, NOVEL_CLASS_NAMES
-    from defrcn.recipes.common.builders import resolve_classes
+    from defrcn.data.spec import resolve_data_spec
 
     _, _, data_root = toy
     categories = json.loads((data_root / "annotations" / "train.json").read_text())["categories"]
@@ -81,10 +81,10 @@ def test_class_names_follow_the_setting(toy):
                               ("tfa", by_id)):
         cfg = load_recipe(RECIPE, [f"data.root={data_root}", f"data.setting={setting}",
                                    "model.num_classes=0"]).cfg
-        resolve_classes(cfg)
-        names = class_names_of(cfg)
-        assert names == expected and len(names) == cfg.model.num_classes
-        ids = category_ids_of(cfg, names)
+        spec = resolve_data_spec(cfg.data)
+        names = list(spec.model_classes)
+        assert names == expected and len(names) == spec.num_classes
+        ids = category_ids_of(spec, names)
         assert ids == [next(c["id"] for c in categories if c["name"] == n) for n in names]
 
 
@@ -122,7 +122,7 @@ def test_predict_image_maps_valid_detections_to_original_pixels(loaded):
 
 
 def test_pcb_rescores_before_the_threshold(toy, tmp_path, monkeypatch):
-    import defrcn.pcb
+    import defrcn.inference.predict
 
     overrides, checkpoint, _ = toy
     seen = []
@@ -132,8 +132,7 @@ def test_pcb_rescores_before_the_threshold(toy, tmp_path, monkeypatch):
             seen.append((record, len(boxes)))
             return np.asarray(scores) / 2
 
-    monkeypatch.setattr(defrcn.pcb, "build_pcb", lambda cfg, model=None, test_data=None: HalfScores(),
-                        raising=False)
+    monkeypatch.setattr(defrcn.inference.predict, "build_recipe_pcb", lambda cfg, model, test_meta=None: HalfScores())
     Image.fromarray(_image(96, 128, seed=6)).save(tmp_path / "x.jpg")
     plain, = infer_to_folder(RECIPE, checkpoint, [tmp_path / "x.jpg"], tmp_path / "plain", score_thresh=0.0,
                              overrides=overrides, progress=False)

@@ -9,12 +9,7 @@ SIZES = (32, 64, 128, 256, 512)
 RATIOS = (0.5, 1.0, 2.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def pynative_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("pynative_mode")
 
 
 def anchors_for(height, width, offset=0.0, sizes=SIZES, ratios=RATIOS):

@@ -19,12 +19,7 @@ PREDICTOR_81_PARAMS = (2048 * 81 + 81) + (2048 * 320 + 320)
 DETECTRON2_R101_C4_PARAMS = 52_731_548
 
 
-@pytest.fixture(autouse=True)
-def pynative():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("pynative_mode")
 
 
 def _params(cell, trainable):

@@ -9,12 +9,7 @@ from defrcn.modeling.box_coding import (DEFAULT_SCALE_CLAMP, ROI_BOX_WEIGHTS, RP
                                         BoxCoder)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def pynative_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("pynative_mode")
 
 
 def random_boxes(rng, count):

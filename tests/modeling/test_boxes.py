@@ -5,12 +5,7 @@ import mindspore as ms
 from defrcn.modeling.boxes import box_areas, clip_boxes, nonempty_mask, pairwise_iou
 
 
-@pytest.fixture(autouse=True, scope="module")
-def pynative_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("pynative_mode")
 
 
 def tensor(values):

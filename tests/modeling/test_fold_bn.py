@@ -8,12 +8,7 @@ from defrcn.modeling.backbone import FrozenBatchNorm2d, build_resnet_c4
 from defrcn.modeling.fold_bn import fold_frozen_bn
 
 
-@pytest.fixture(autouse=True)
-def pynative():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("pynative_mode")
 
 
 def _randomise_statistics(cell, rng):

@@ -8,12 +8,7 @@ RPN = dict(thresholds=(0.3, 0.7), labels=(0, -1, 1), allow_low_quality_matches=T
 ROI = dict(thresholds=(0.5,), labels=(0, 1), allow_low_quality_matches=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def pynative_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("pynative_mode")
 
 
 def run(iou, valid, **kw):

@@ -6,12 +6,7 @@ from mindspore import nn, ops
 from defrcn.modeling.nms import batched_nms, nms, nms_keep_mask_sorted, nms_sorted
 
 
-@pytest.fixture(autouse=True, scope="module")
-def pynative_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("pynative_mode")
 
 
 def np_iou(box, boxes):

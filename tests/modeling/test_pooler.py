@@ -85,12 +85,7 @@ def grouped_random_rois(rng, per_image, batch, image_size, **kwargs):
     return rois, rois[:, 1:].reshape(batch, per_image, 4)
 
 
-@pytest.fixture(autouse=True)
-def pynative():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("pynative_mode")
 
 
 def run(pooler, features, boxes):

@@ -15,12 +15,7 @@ GT_BOXES = np.array([[[10, 10, 60, 50], [70, 70, 120, 110], [0, 0, 0, 0]],
 GT_VALID = np.array([[1, 1, 0], [1, 0, 0]], np.float32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def pynative_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("pynative_mode")
 
 
 def make_rpn(**overrides):

@@ -5,12 +5,7 @@ import mindspore as ms
 from defrcn.modeling.sampling import sample_balanced
 
 
-@pytest.fixture(autouse=True, scope="module")
-def pynative_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("pynative_mode")
 
 
 def make_labels(num_pos, num_neg, num_ignore, seed=0):

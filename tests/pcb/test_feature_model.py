@@ -46,7 +46,7 @@ def test_resnet101_embeddings_are_1000_d_and_a_whole_image_box_is_avgpool_plus_f
     path = tmp_path / "r101.ckpt"
     net = resnet101()
     ms.save_checkpoint(net, str(path))
-    fm = build_feature_model(_cfg("resnet101", path))
+    fm = build_feature_model(_cfg("resnet101", path).test.pcb)
     assert isinstance(fm, ImageNetResNetFeatures) and fm.dim == 1000
     np.testing.assert_array_equal(fm.fc_weight, net.classifier.weight.asnumpy())  # the file was loaded
     image = _image(128, 96)
@@ -77,24 +77,24 @@ def test_resnet_runs_on_images_of_any_size(tmp_path):
 def test_weights_errors_are_one_line_input_errors(tmp_path):
     missing = tmp_path / "nope.ckpt"
     with pytest.raises(InputError) as err:
-        build_feature_model(_cfg("resnet101", missing))
+        build_feature_model(_cfg("resnet101", missing).test.pcb)
     message = str(err.value)
     assert str(missing) in message and "tools/convert.py" in message and "\n" not in message
     with pytest.raises(InputError, match="test.pcb.weights: empty"):
-        build_feature_model(_cfg("resnet101", ""))
+        build_feature_model(_cfg("resnet101", "").test.pcb)
     with pytest.raises(InputError, match="test.pcb.model: unknown 'vgg16'"):
-        build_feature_model(_cfg("vgg16", "x.ckpt"))
+        build_feature_model(_cfg("vgg16", "x.ckpt").test.pcb)
     with pytest.raises(InputError, match="needs the detector"):
-        build_feature_model(_cfg("self", ""))
+        build_feature_model(_cfg("self", "").test.pcb)
     small = tmp_path / "r18.ckpt"
     ms.save_checkpoint(resnet18(), str(small))
     with pytest.raises(InputError, match="not a mindcv resnet34 checkpoint") as err:
-        build_feature_model(_cfg("resnet34", small))
+        build_feature_model(_cfg("resnet34", small).test.pcb)
     assert str(small) in str(err.value)
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"\x00" * 64)
     with pytest.raises(InputError, match="not a readable MindSpore checkpoint"):
-        build_feature_model(_cfg("resnet18", garbage))
+        build_feature_model(_cfg("resnet18", garbage).test.pcb)
 
 
 def test_self_features_use_the_detectors_res5_and_leave_it_as_it_was():
@@ -103,7 +103,7 @@ def test_self_features_use_the_detectors_res5_and_leave_it_as_it_was():
                               roi=dict(detections_per_image=10))
     detector.set_train(True)
     names = [p.name for p in detector.get_parameters()]
-    fm = build_feature_model(_cfg("self", ""), detector)
+    fm = build_feature_model(_cfg("self", "").test.pcb, detector, input=_cfg("self", "").input)
     assert isinstance(fm, DetectorFeatures) and fm.dim == 512
     image = _image(96, 128)
     boxes = np.array([[0, 0, 128, 96], [10, 20, 60, 90], [70, 10, 120, 50]], np.float32)

@@ -9,9 +9,10 @@ import pytest
 from defrcn.data.split_making import write_coco_splits
 from defrcn.data.synthetic import BASE_CLASS_NAMES, NOVEL_CLASS_NAMES, write_synthetic_dataset
 from defrcn.config.recipe import load_recipe
-from defrcn.pcb import build_pcb
+from defrcn.data.spec import resolve_data_spec
+from defrcn.inference.predict import build_recipe_pcb
+from defrcn.pcb import build_pcb, default_cache_dir
 from defrcn.pcb.calibration import cosine_similarity
-from defrcn.recipes.common.builders import Data
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,6 +42,10 @@ def toy_root(tmp_path_factory):
     return root
 
 
+def _spec(cfg):
+    return resolve_data_spec(cfg.data, num_classes=cfg.model.num_classes)
+
+
 def _recipe(root, tmp_path, *extra):
     return load_recipe(REPO / "recipes" / "toy_2shot.py",
                        [f"data.root={root}", f"output_dir={tmp_path / 'out'}", *extra])
@@ -53,7 +58,9 @@ def test_rescore_maps_classes_by_name_and_leaves_gfsod_base_classes_alone(toy_ro
     reversed_meta = dataclasses.replace(test.meta, class_names=test.meta.class_names[::-1],
                                         category_ids=test.meta.category_ids[::-1])
     features = BoxFeatures()
-    pcb = build_pcb(recipe.cfg, None, Data(None, test.records, reversed_meta), feature_model=features)
+    cfg = recipe.cfg
+    pcb = build_pcb(_spec(cfg), cfg.test.pcb, features, test_meta=reversed_meta,
+                    cache_dir=default_cache_dir(cfg.test.pcb, cfg.output_dir))
     assert glob.glob(str(tmp_path / "out" / "pcb" / "*.npz"))  # cached under OUTPUT/pcb
     novel, base = NOVEL_CLASS_NAMES[0], BASE_CLASS_NAMES[0]
     names = reversed_meta.class_names
@@ -72,7 +79,7 @@ def test_fsod_rescores_every_class_and_skips_the_image_when_nothing_qualifies(to
     recipe = _recipe(toy_root, tmp_path, "data.setting=fsod", "model.num_classes=0")
     test = recipe.dataset(recipe.cfg, "test")
     features = BoxFeatures()
-    pcb = build_pcb(recipe.cfg, None, test, feature_model=features, cache_dir=None)
+    pcb = build_pcb(_spec(recipe.cfg), recipe.cfg.test.pcb, features, test_meta=test.meta)
     assert pcb.test_class_names == list(NOVEL_CLASS_NAMES) and (pcb.rows >= 0).all()
     calls = features.calls
     low = pcb.rescore(test.records[0], np.zeros((2, 4)), np.array([0.05, 0.01]), np.array([0, 1]))
@@ -91,7 +98,7 @@ def test_self_feature_model_end_to_end(toy_root, tmp_path):
     assert cfg.test.pcb.model == "self"
     model = recipe.model(cfg)
     test = recipe.dataset(cfg, "test")
-    pcb = build_pcb(cfg, model, test)
+    pcb = build_recipe_pcb(cfg, model, test.meta)
     assert pcb.prototypes.vectors.shape == (len(test.meta.class_names), 512)
     assert np.isfinite(pcb.prototypes.vectors).all()
     novel = test.meta.class_names.index(NOVEL_CLASS_NAMES[1])

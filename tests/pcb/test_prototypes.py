@@ -10,6 +10,7 @@ import pytest
 from defrcn.data.split_making import write_coco_splits
 from defrcn.data.synthetic import write_synthetic_dataset
 from defrcn.config.recipe import load_recipe
+from defrcn.data.spec import resolve_data_spec
 from defrcn.errors import InputError
 from defrcn.pcb.prototypes import (compute_prototypes, load_or_compute_prototypes, load_support_set,
                                    support_digest)
@@ -43,6 +44,10 @@ def toy_root(tmp_path_factory):
     return root
 
 
+def _spec(cfg):
+    return resolve_data_spec(cfg.data, num_classes=cfg.model.num_classes)
+
+
 def _recipe(root, setting="tfa", seed=0, fewshot_dir=""):
     name = "toy_2shot.py"
     overrides = [f"data.root={root}", f"data.split_seed={seed}", f"data.setting={setting}", "model.num_classes=0"]
@@ -63,7 +68,7 @@ def _boxes_by_file(records, meta):
 def test_support_set_is_the_fine_tuning_training_set(toy_root, setting):
     recipe = _recipe(toy_root, setting=setting, seed=1)
     train = recipe.dataset(recipe.cfg, "train")
-    records, meta = load_support_set(recipe.cfg)
+    records, meta = load_support_set(_spec(recipe.cfg))
     assert meta.class_names == train.meta.class_names
     assert _boxes_by_file(records, meta) == _boxes_by_file(train.records, train.meta)
     per_class = {}
@@ -79,7 +84,7 @@ def test_support_set_is_the_fine_tuning_training_set(toy_root, setting):
 
 
 def test_prototype_is_the_mean_of_its_support_embeddings(toy_root):
-    records, meta = load_support_set(_recipe(toy_root).cfg)
+    records, meta = load_support_set(_spec(_recipe(toy_root).cfg))
     protos = compute_prototypes(FakeFeatures(), records, meta)
     assert protos.class_names == [n for n in meta.class_names]
     for name, vector, count in zip(protos.class_names, protos.vectors, protos.counts):
@@ -96,7 +101,7 @@ def test_cache_is_reused_and_invalidated_by_a_new_split_or_model(toy_root, tmp_p
     cfg = _recipe(toy_root, fewshot_dir=split_dir).cfg
     cache = tmp_path / "cache"
 
-    records, meta = load_support_set(cfg)
+    records, meta = load_support_set(_spec(cfg))
     first = FakeFeatures()
     protos = load_or_compute_prototypes(first, records, meta, cache)
     files = glob.glob(str(cache / "*.npz"))
@@ -104,7 +109,7 @@ def test_cache_is_reused_and_invalidated_by_a_new_split_or_model(toy_root, tmp_p
     assert os.path.basename(files[0]).startswith(f"{meta.name}_fake_")
 
     again = FakeFeatures()
-    cached = load_or_compute_prototypes(again, *load_support_set(cfg), cache)
+    cached = load_or_compute_prototypes(again, *load_support_set(_spec(cfg)), cache)
     assert again.calls == []  # nothing embedded: read from the cache
     assert cached.class_names == protos.class_names
     np.testing.assert_array_equal(cached.vectors, protos.vectors)
@@ -114,7 +119,7 @@ def test_cache_is_reused_and_invalidated_by_a_new_split_or_model(toy_root, tmp_p
     for path in glob.glob(str(split_dir / "seed1" / "*.json")):
         shutil.copy(path, split_dir / os.path.basename(path))
     changed = FakeFeatures()
-    records2, meta2 = load_support_set(cfg)
+    records2, meta2 = load_support_set(_spec(cfg))
     assert support_digest(records2, meta2) != support_digest(records, meta)
     new = load_or_compute_prototypes(changed, records2, meta2, cache)
     assert changed.calls and not np.allclose(new.vectors, protos.vectors)
@@ -126,7 +131,7 @@ def test_cache_is_reused_and_invalidated_by_a_new_split_or_model(toy_root, tmp_p
 
 
 def test_a_corrupt_cache_file_is_recomputed(toy_root, tmp_path):
-    records, meta = load_support_set(_recipe(toy_root).cfg)
+    records, meta = load_support_set(_spec(_recipe(toy_root).cfg))
     load_or_compute_prototypes(FakeFeatures(), records, meta, tmp_path)
     (path,) = glob.glob(str(tmp_path / "*.npz"))
     Path(path).write_bytes(b"not an npz")
@@ -138,4 +143,4 @@ def test_a_corrupt_cache_file_is_recomputed(toy_root, tmp_path):
 def test_base_training_recipe_has_no_support_set(toy_root):
     cfg = load_recipe(REPO / "recipes" / "toy_base.py", [f"data.root={toy_root}"]).cfg
     with pytest.raises(InputError, match="data.setting"):
-        load_support_set(cfg)
+        load_support_set(_spec(cfg))

@@ -1,5 +1,4 @@
-"""The shared builders that need no model or data pipeline: classes and the optimizer."""
-import json
+"""The shared builders that need no model or data pipeline: the optimizer; cfg left unchanged."""
 import os
 
 import mindspore as ms
@@ -11,48 +10,8 @@ import defrcn
 from defrcn.config.recipe import load_recipe
 from defrcn.solver.schedule import effective_schedule
 from defrcn.errors import InputError
-from defrcn.recipes.common.builders import resolve_classes
 
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(defrcn.__file__)), "recipes")
-
-
-def custom_root(tmp_path, info=None):
-    (tmp_path / "annotations").mkdir()
-    content = {"images": [], "annotations": [],
-               "categories": [{"id": 9, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 5, "name": "7"}]}
-    if info is not None:
-        content["info"] = info
-    (tmp_path / "annotations" / "train.json").write_text(json.dumps(content))
-    return str(tmp_path)
-
-
-def test_custom_classes_from_overrides(tmp_path):
-    root = custom_root(tmp_path)
-    cfg = load_recipe(os.path.join(RECIPES, "custom_2shot.py"),
-                      [f"data.root={root}", "data.novel_classes=7"]).cfg
-    resolve_classes(cfg)
-    assert cfg.data.base_classes == ["dog", "cat"]  # ascending category id
-    assert cfg.data.novel_classes == ["7"] and cfg.model.num_classes == 3
-
-
-def test_custom_classes_from_json_info(tmp_path):
-    root = custom_root(tmp_path, info={"novel_classes": ["cat"]})
-    cfg = load_recipe(os.path.join(RECIPES, "custom_base.py"), [f"data.root={root}"]).cfg
-    resolve_classes(cfg)
-    assert cfg.data.novel_classes == ["cat"] and cfg.model.num_classes == 2
-
-
-def test_custom_unknown_novel_class(tmp_path):
-    root = custom_root(tmp_path)
-    cfg = load_recipe(os.path.join(RECIPES, "custom_base.py"), [f"data.root={root}", "data.novel_classes=cow"]).cfg
-    with pytest.raises(InputError, match="novel class 'cow'"):
-        resolve_classes(cfg)
-
-
-def test_stated_num_classes_must_agree():
-    cfg = load_recipe(os.path.join(RECIPES, "coco_fsod_1shot.py"), ["model.num_classes=80"]).cfg
-    with pytest.raises(InputError, match="model.num_classes: 80"):
-        resolve_classes(cfg)
 
 
 @pytest.fixture

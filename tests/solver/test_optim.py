@@ -7,12 +7,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from defrcn.solver.optim import build_adamw, build_sgd, classify_parameters, parameter_groups
 
 
-@pytest.fixture(autouse=True)
-def pynative():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("pynative_mode")
 
 
 class Affine(nn.Cell):
@@ -137,3 +132,14 @@ def test_adamw_groups():
 def test_empty_lr():
     with pytest.raises(ValueError, match="empty"):
         build_sgd(Tiny(), np.zeros(0, np.float32))
+
+
+def test_lr_table_is_the_optimizers_own():
+    from mindspore import nn
+
+    from defrcn.solver.optim import build_adamw, build_sgd, optimizer_lr_table
+
+    rates = [0.001, 0.01, 0.01, 0.001]
+    for build in (build_sgd, build_adamw):
+        table = optimizer_lr_table(build(nn.Dense(3, 2), rates))
+        np.testing.assert_array_equal(table, np.float32(rates))  # what the optimizer applies, float32
