@@ -4,6 +4,7 @@ import os
 import re
 
 import pytest
+from mindspore.train import Callback
 
 from defrcn.callbacks.checkpointer import Checkpointer
 from defrcn.callbacks.nan_guard import NanGuard
@@ -57,5 +58,30 @@ def test_nan_is_named_nan():
     assert Context.stopped
 
 
-def test_finite_run_is_untouched(tmp_path, tiny_training):
-    tiny_training(lambda optimizer: [NanGuard(LOSS_NAMES)], max_iter=3)
+class _StepRecorder(Callback):
+    """Runs after the guard: the iterations that reached the end of their callbacks, and
+    whether a stop had been requested by then."""
+
+    def __init__(self):
+        super().__init__()
+        self.iterations, self.stop_requested = [], []
+
+    def on_train_step_end(self, run_context):
+        self.iterations.append(int(run_context.original_args().iteration))
+        self.stop_requested.append(bool(run_context.get_stop_requested()))
+
+
+def test_finite_run_is_untouched(tmp_path, tiny_training, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # a stray relative write would land here
+    recorder = _StepRecorder()
+    step = tiny_training(lambda optimizer: [NanGuard(LOSS_NAMES), recorder], max_iter=3)
+    assert recorder.iterations == [1, 2, 3]
+    assert recorder.stop_requested == [False, False, False]
+    assert int(step.optimizer.global_step.asnumpy().reshape(-1)[0]) == 3
+    # with an output folder the guard still writes nothing on a finite run
+    out = tmp_path / "run"
+    out.mkdir()
+    recorder = _StepRecorder()
+    tiny_training(lambda optimizer: [NanGuard(LOSS_NAMES, str(out)), recorder], max_iter=3)
+    assert recorder.iterations == [1, 2, 3]
+    assert sorted(os.listdir(tmp_path)) == ["run"] and os.listdir(out) == []

@@ -111,6 +111,23 @@ def test_sharded_train_loaders_run(records):
     for shard in range(2):
         (images, *_), = _batches(_train(records, num_shards=2, shard_id=shard), 1)
         assert images.shape[0] == 2
+    # Which records each shard's loader yields: the class column carries the record index.
+    # One canvas, so no image waits in a canvas bucket across an epoch boundary and each
+    # shard's epoch is exactly its first 6 // 2 = 3 batches.
+    tagged = [dict(r, annotations=[dict(a, category_id=i) for a in r["annotations"]])
+              for i, r in enumerate(records)]
+    per_shard = []
+    for shard in range(2):
+        loader = _train(tagged, canvases=[(96, 96)], num_shards=2, shard_id=shard)
+        assert loader.get_dataset_size() == 3
+        batches = _batches(loader, 2 * 3)   # two epochs
+        per_shard.append([[int(i) for b in batches[e * 3:(e + 1) * 3] for i in b[3][:, 0]] for e in range(2)])
+    for epoch in range(2):
+        first, second = per_shard[0][epoch], per_shard[1][epoch]
+        assert len(set(first)) == len(first) == 6 and len(set(second)) == len(second) == 6
+        assert not set(first) & set(second)
+        assert sorted(first + second) == list(range(len(records)))
+    assert per_shard[0][0] != per_shard[0][1]   # each epoch draws a new order
 
 
 def test_test_loader_keeps_order_and_pads_the_last_batch(records):
