@@ -47,7 +47,7 @@ class Checkpointer(Callback):
             `schedule.*` extras, so that a resume can say what changed.
     """
 
-    def __init__(self, output_dir, period, keep, optimizer, max_iter, is_main,
+    def __init__(self, *, output_dir, period, keep, optimizer, max_iter, is_main=True,
                  extra_state_fn=None, schedule=None):
         super().__init__()
         self.output_dir = output_dir

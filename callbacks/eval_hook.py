@@ -18,7 +18,7 @@ class PeriodicEval(Callback):
     """Args: period (<= 0: only at the end); eval_fn; max_iter; writer (optional, with
     `add_metrics(metrics, step)`). `history` keeps [(iteration, metrics)]."""
 
-    def __init__(self, period, eval_fn, max_iter, writer=None):
+    def __init__(self, *, period, eval_fn, max_iter, writer=None):
         super().__init__()
         self.period = int(period)
         self.eval_fn = eval_fn

@@ -38,17 +38,16 @@ def format_line(record, loss_names):
 
 class MetricsLogger(Callback):
     """Args: output_dir; loss_names (the parts after the total); period (iterations);
-    lr_fn(iteration) -> float (the LR used by that 1-based iteration); total_steps (max_iter);
-    is_main (False: do nothing); progress_bar (None: when stdout is a TTY)."""
+    lr_fn(iteration) -> float (the LR used by that 1-based iteration); max_iter (the last
+    iteration); is_main (False: do nothing); progress_bar (None: when stdout is a TTY)."""
 
-    def __init__(self, output_dir, loss_names, period, lr_fn, total_steps, is_main,
-                 progress_bar=None):
+    def __init__(self, *, output_dir, loss_names, period, lr_fn, max_iter, is_main=True, progress_bar=None):
         super().__init__()
         self.output_dir = output_dir
         self.loss_names = tuple(loss_names)
         self.period = int(period)
         self.lr_fn = lr_fn
-        self.total_steps = int(total_steps)
+        self.total_steps = int(max_iter)
         self.is_main = bool(is_main)
         self.progress_bar = sys.stdout.isatty() if progress_bar is None else progress_bar
         self._bar = None

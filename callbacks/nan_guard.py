@@ -12,7 +12,7 @@ from defrcn.checkpoint.io import read_last_checkpoint
 class NanGuard(Callback):
     """Checks every step's `(total, *parts)`; raises FloatingPointError on nan/inf."""
 
-    def __init__(self, loss_names, output_dir=None):
+    def __init__(self, *, loss_names, output_dir=None):
         super().__init__()
         self.loss_names = tuple(loss_names)
         self.output_dir = output_dir

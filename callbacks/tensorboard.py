@@ -15,7 +15,7 @@ class TensorBoardWriter(Callback):
     lr_fn(iteration) -> float; start_iter (a resumed run's first iteration - 1: TensorBoard
     then drops the events a killed run wrote past it, tensorboardX's `purge_step`)."""
 
-    def __init__(self, logdir, loss_names, period, lr_fn, start_iter=0):
+    def __init__(self, *, logdir, loss_names, period, lr_fn, start_iter=0):
         super().__init__()
         from tensorboardX import SummaryWriter
 

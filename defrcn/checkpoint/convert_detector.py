@@ -38,17 +38,13 @@ import numpy as np
 from defrcn.checkpoint.convert import (_fill_caffe2_statistics, detectron2_to_detector_name,
                                        read_detectron2_pickle, read_torch_state_dict)
 from defrcn.errors import InputError
+from defrcn.modeling.param_names import BOX_BIAS, BOX_WEIGHT, CLS_BIAS, CLS_WEIGHT, PREDICTOR_KEYS
 
 __all__ = ["KINDS", "DetectorTarget", "DetectorConversion", "defrcn_to_detector_name", "port_to_detector_name",
            "read_defrcn_weights", "read_port_weights", "read_detector_weights", "convert_detector_weights",
            "convert_detector"]
 
 KINDS = ("defrcn", "port")
-CLS_WEIGHT = "roi_heads.box_predictor.cls_score.weight"  # (C+1, D), background last
-CLS_BIAS = "roi_heads.box_predictor.cls_score.bias"
-BOX_WEIGHT = "roi_heads.box_predictor.bbox_pred.weight"  # (4C, D)
-BOX_BIAS = "roi_heads.box_predictor.bbox_pred.bias"
-PREDICTOR_KEYS = (CLS_WEIGHT, CLS_BIAS, BOX_WEIGHT, BOX_BIAS)
 AFFINES = ("rpn_branch.affine.weight", "rpn_branch.affine.bias", "roi_branch.affine.weight",
            "roi_branch.affine.bias")
 RPN_OBJECTNESS = ("proposal_generator.head.objectness_logits.weight", "proposal_generator.head.objectness_logits.bias")

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import re
+from typing import List, NamedTuple, Tuple
 
 import numpy as np
 
@@ -202,6 +203,25 @@ def split_extras(param_dict):
     return extras
 
 
+class ShapeMismatch(NamedTuple):
+    """A checkpoint entry whose shape differs from the model's parameter of that name."""
+
+    name: str
+    checkpoint_shape: Tuple[int, ...]
+    model_shape: Tuple[int, ...]
+
+    def __str__(self):
+        return f"{self.name}: checkpoint {self.checkpoint_shape} vs model {self.model_shape}"
+
+
+class LoadReport(NamedTuple):
+    """What `load_into` did not load: sorted names, and the shape mismatches as data."""
+
+    missing: List[str]  # model parameters the checkpoint lacks (they keep their values)
+    unexpected: List[str]  # checkpoint entries the model does not have
+    shape_mismatch: List[ShapeMismatch]
+
+
 def load_into(cell, param_dict, *, strict=False):
     """Load the network parameters of `param_dict` into `cell`, reporting instead of failing.
 
@@ -209,8 +229,7 @@ def load_into(cell, param_dict, *, strict=False):
     not loaded (MindSpore would raise deep inside `load_param_into_net`).
 
     Returns:
-        (missing, unexpected, shape_mismatch): sorted name lists; shape_mismatch entries are
-        `"name: checkpoint (a, b) vs model (c, d)"`.
+        LoadReport(missing, unexpected, shape_mismatch).
     Raises:
         InputError if `strict` and any list is non-empty.
     """
@@ -224,19 +243,19 @@ def load_into(cell, param_dict, *, strict=False):
             continue
         want, got = tuple(model_params[name].shape), tuple(value.shape)
         if want != got:
-            shape_mismatch.append(f"{name}: checkpoint {got} vs model {want}")
+            shape_mismatch.append(ShapeMismatch(name, got, want))
             continue
         usable[name] = value
-    missing = sorted(set(model_params) - set(usable) - {s.split(":")[0] for s in shape_mismatch})
+    missing = sorted(set(model_params) - set(usable) - {entry.name for entry in shape_mismatch})
     unexpected, shape_mismatch = sorted(unexpected), sorted(shape_mismatch)
     if strict and (missing or unexpected or shape_mismatch):
-        problems = [f"{len(names)} {kind} (e.g. {names[:2]})" for kind, names in
+        problems = [f"{len(names)} {kind} (e.g. {[str(n) for n in names[:2]]})" for kind, names in
                     (("missing", missing), ("unexpected", unexpected),
                      ("shape mismatch", shape_mismatch)) if names]
         raise InputError("checkpoint does not match the model: " + "; ".join(problems))
     if usable:
         ms.load_param_into_net(cell, usable, strict_load=False)
-    return missing, unexpected, shape_mismatch
+    return LoadReport(missing, unexpected, shape_mismatch)
 
 
 def write_last_checkpoint(output_dir, filename):

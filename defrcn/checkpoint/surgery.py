@@ -16,7 +16,7 @@ iteration, RNG) and reset the detector's `sample_step` counter to 0; every other
 (backbone, RPN, GDL affines, res5) is carried over unchanged.
 """
 import logging
-from typing import List, NamedTuple
+
 
 import numpy as np
 
@@ -24,28 +24,15 @@ from mindspore import Parameter, Tensor
 
 from defrcn.checkpoint import io
 from defrcn.errors import InputError
+from defrcn.modeling.param_names import BOX_BIAS, BOX_WEIGHT, CLS_BIAS, CLS_WEIGHT, PREDICTOR_KEYS, SAMPLE_STEP
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "CLS_WEIGHT", "CLS_BIAS", "BOX_WEIGHT", "BOX_BIAS", "PREDICTOR_KEYS",
-           "SurgeryReport", "surgery", "apply_surgery_to_model", "surgery_classes", "to_save_list"]
+           "surgery", "apply_surgery_to_model", "surgery_classes", "to_save_list"]
 
 METHODS = ("randinit", "remove")
-CLS_WEIGHT = "roi_heads.box_predictor.cls_score.weight"  # (C+1, D), background last
-CLS_BIAS = "roi_heads.box_predictor.cls_score.bias"  # (C+1,)
-BOX_WEIGHT = "roi_heads.box_predictor.bbox_pred.weight"  # (4C, D), 4 rows per class
-BOX_BIAS = "roi_heads.box_predictor.bbox_pred.bias"  # (4C,)
-PREDICTOR_KEYS = (CLS_WEIGHT, CLS_BIAS, BOX_WEIGHT, BOX_BIAS)
-SAMPLE_STEP = "sample_step"  # DeFRCN's RoI/anchor sampling counter (defrcn/modeling/detector.py)
 NEW_ROW_STD = 0.01  # model_surgery.py: new cls and box rows ~ N(0, 0.01), new biases 0
-
-
-class SurgeryReport(NamedTuple):
-    """What `apply_surgery_to_model` loaded: sorted name lists, as `io.load_into` reports them."""
-
-    missing: List[str]
-    unexpected: List[str]
-    shape_mismatch: List[str]
 
 
 def _as_numpy(value):
@@ -186,7 +173,7 @@ def apply_surgery_to_model(model, base_checkpoint_path, *, method, base_class_na
     built for the target classes; with "remove" its own predictor init is kept).
 
     Returns:
-        SurgeryReport(missing, unexpected, shape_mismatch) (with "remove", `missing` lists the
+        `io.LoadReport(missing, unexpected, shape_mismatch)` (with "remove", `missing` lists the
         four predictor entries).
     Raises:
         InputError (one line naming the checkpoint) for a bad checkpoint, bad class lists, or a
@@ -198,17 +185,17 @@ def apply_surgery_to_model(model, base_checkpoint_path, *, method, base_class_na
     params = io.load_checkpoint(source)
     result = surgery(params, method=method, base_class_names=base_class_names,
                      target_class_names=target, seed=seed, source=source)
-    missing, unexpected, shape_mismatch = io.load_into(model, result)
-    if shape_mismatch:
-        raise InputError(f"surgery {method}: {len(shape_mismatch)} parameters do not fit the model "
-                         f"(e.g. {shape_mismatch[0]})", path=source)
+    from defrcn.checkpoint.loader import load_weights
+
+    # partial: `remove` leaves the predictor to the model; other gaps are reported below
+    missing, unexpected, shape_mismatch = load_weights(model, source, params=result, partial=True)
     expected_missing = set(PREDICTOR_KEYS) if method == "remove" else set()
     other_missing = [name for name in missing if name not in expected_missing]
     if other_missing or unexpected:
         logger.warning("%s: after surgery %d model parameters were not in the checkpoint (e.g. %s), "
                        "%d checkpoint entries not in the model (e.g. %s)", source, len(other_missing),
                        other_missing[:2], len(unexpected), unexpected[:2])
-    return SurgeryReport(missing, unexpected, shape_mismatch)
+    return io.LoadReport(missing, unexpected, shape_mismatch)
 
 
 def to_save_list(params):

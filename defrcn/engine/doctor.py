@@ -22,11 +22,11 @@ from collections import Counter
 from typing import NamedTuple
 
 from defrcn.errors import InputError
+from defrcn.modeling.param_names import CLS_WEIGHT
 
 __all__ = ["Finding", "LEVELS", "run_checks", "errors_of", "check_or_raise", "format_finding"]
 
 LEVELS = ("ok", "warning", "error")
-CLS_WEIGHT = "roi_heads.box_predictor.cls_score.weight"  # (C + 1, D), defrcn/checkpoint/surgery.py
 DEFRCN_FINETUNE_FREEZE_AT = 3  # configs/*/defrcn_*_novel*.yaml BACKBONE.FREEZE_AT: stem, res2, res3
 LAST_BACKBONE_STAGE = 4  # C4: the backbone ends at res4 (res5 is the RoI head)
 

@@ -14,52 +14,9 @@ import click
 
 from defrcn.errors import InputError
 
-__all__ = ["evaluate_recipe", "evaluate_model", "load_weights", "make_eval_fn"]
+__all__ = ["evaluate_recipe", "evaluate_model", "make_eval_fn"]
 
 logger = logging.getLogger(__name__)
-MOST_MISSING = 0.5  # a checkpoint lacking more than this share of the model is not its checkpoint
-CLS_SCORE = "cls_score.weight"  # predictor classifier (num_classes + 1 rows), see modeling/predictor.py
-
-
-def _class_count_hint(mismatch):
-    """' — trained for A classes, this recipe has B' when the classifier differs."""
-    name, shapes = mismatch.split(": ", 1)
-    if not name.endswith(CLS_SCORE):
-        return ""
-    try:
-        got = shapes.split("checkpoint (", 1)[1].split(",")[0]
-        want = shapes.split("model (", 1)[1].split(",")[0]
-        return f" — trained for {int(got) - 1} classes, this recipe has {int(want) - 1}"
-    except (IndexError, ValueError):
-        return ""
-
-
-def load_weights(model, checkpoint):
-    """Load `checkpoint` into `model` for evaluation.
-
-    InputError (one line naming the checkpoint) when a parameter's shape differs (e.g. a
-    checkpoint trained for another class count) or when most model parameters are missing;
-    a few missing parameters only log a warning.
-    """
-    from defrcn.checkpoint.io import load_checkpoint, load_into
-
-    params = load_checkpoint(checkpoint)
-    missing, _unexpected, mismatch = load_into(model, params)
-    if mismatch:
-        cls = [m for m in mismatch if m.split(":")[0].endswith(CLS_SCORE)]
-        first = (cls or mismatch)[0]
-        more = f" (and {len(mismatch) - 1} more)" if len(mismatch) > 1 else ""
-        raise InputError(f"does not fit this model: {first}{_class_count_hint(first)}{more}",
-                         path=checkpoint)
-    total = len(list(model.get_parameters()))
-    if total and len(missing) > MOST_MISSING * total:
-        raise InputError(f"lacks {len(missing)} of the model's {total} parameters "
-                         f"(e.g. {missing[0]}): not a checkpoint of this model", path=checkpoint)
-    if missing:
-        logger.warning("%s: %d model parameter(s) not in the checkpoint keep their initial values "
-                       "(e.g. %s)", checkpoint, len(missing), ", ".join(missing[:3]))
-
-
 def _build_pcb(cfg, model, data):
     from defrcn.inference.predict import build_recipe_pcb
 
@@ -88,6 +45,7 @@ def evaluate_recipe(recipe_path, *, checkpoint, overrides=(), output_dir=None, p
     Returns:
         the metrics dict (also written as metrics.json or metrics_pcb.json).
     """
+    from defrcn.checkpoint.loader import load_weights
     from defrcn.config.recipe import load_recipe
     from defrcn.engine.runtime import setup_runtime
     from defrcn.evaluation.metrics import format_table

@@ -276,10 +276,10 @@ def _eval_fn(cfg, model, recipe, evaluations):
 
 def load_initial_weights(model, cfg, spec, init=None):
     """--init CKPT, else a fine-tune recipe's base weights (through surgery), else ImageNet."""
-    from defrcn.checkpoint.io import load_checkpoint, load_into
+    from defrcn.checkpoint.loader import load_weights
 
     if init:
-        _report_load(init, *load_into(model, load_checkpoint(init)))
+        load_weights(model, init)
         return
     base = cfg.model.get("base_weights", "")
     if base and _needs_surgery(cfg.model.get("surgery", "none"), base, spec.num_classes):
@@ -291,14 +291,14 @@ def load_initial_weights(model, cfg, spec, init=None):
         logger.info("initialised from %s with surgery '%s'", base, cfg.model.surgery)
         return
     if base:
-        _report_load(base, *load_into(model, load_checkpoint(base)))
+        load_weights(model, base)
         return
     weights = cfg.model.get("weights", "")
     if weights:
         if not os.path.exists(weights):
             raise InputError("ImageNet weights not found; make them with tools/convert.py "
                              "or set model.weights=''", path=weights)
-        _report_load(weights, *load_into(model, load_checkpoint(weights)))
+        load_weights(model, weights, partial=True)  # the backbone; the heads keep their initialisation
 
 
 def _needs_surgery(method, base, num_classes):
@@ -308,7 +308,7 @@ def _needs_surgery(method, base, num_classes):
     only when the checkpoint's classifier is not already sized for this recipe.
     """
     from defrcn.checkpoint.io import load_checkpoint
-    from defrcn.checkpoint.surgery import CLS_WEIGHT
+    from defrcn.modeling.param_names import CLS_WEIGHT
 
     if method == "none":
         return False
@@ -316,12 +316,3 @@ def _needs_surgery(method, base, num_classes):
         return True
     cls = load_checkpoint(base).get(CLS_WEIGHT)
     return cls is not None and cls.shape[0] != num_classes + 1
-
-
-def _report_load(path, missing, unexpected, mismatched):
-    if mismatched:
-        name = mismatched[0] if isinstance(mismatched[0], str) else mismatched[0][0]
-        raise InputError(f"{len(mismatched)} parameter(s) have other shapes than the model "
-                         f"(e.g. {name}): a checkpoint of another model or class count", path=path)
-    logger.info("loaded %s (%d parameters not in the checkpoint, %d checkpoint entries unused)",
-                path, len(missing), len(unexpected))

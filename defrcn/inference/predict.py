@@ -33,11 +33,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Model parameters a checkpoint may lack without changing the predictions: the sampler's
-# step counter only seeds training-time sampling.
-_OPTIONAL_PARAMS = ("sample_step",)
-
-
 def category_ids_of(spec, class_names):
     """The data set's own category id of each name (COCO ids, the custom json's ids), or
     None per name when the data set has none (VOC) or its json cannot be read."""
@@ -52,23 +47,6 @@ def category_ids_of(spec, class_names):
         by_name = dict(zip(names, ids))
         return [by_name.get(name) for name in class_names]
     return [None] * len(class_names)
-
-
-def _load_weights(model, params, checkpoint):
-    from defrcn.checkpoint.io import load_into
-
-    missing, unexpected, shape_mismatch = load_into(model, params)
-    if shape_mismatch:
-        hint = " (does the recipe's class count match the checkpoint?)" \
-            if any(".box_predictor." in entry for entry in shape_mismatch) else ""
-        raise InputError(f"parameter {shape_mismatch[0]}{hint}", path=checkpoint)
-    missing = [name for name in missing if name not in _OPTIONAL_PARAMS]
-    if missing:
-        raise InputError(f"parameter {missing[0]} is not in the checkpoint "
-                         f"({len(missing)} missing; is it a checkpoint of this recipe?)", path=checkpoint)
-    if unexpected:
-        logger.warning("%s: %d parameters the model does not use (e.g. %s)", checkpoint,
-                       len(unexpected), unexpected[0])
 
 
 def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"):
@@ -88,6 +66,7 @@ def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"
     import mindspore as ms
 
     from defrcn.checkpoint.io import load_checkpoint  # imports MindSpore: only when a model is built
+    from defrcn.checkpoint.loader import load_weights
     from defrcn.utils.device import check_device, keep_graph_precision
     from defrcn.modeling.fold_bn import fold_for_inference
 
@@ -100,7 +79,7 @@ def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"
     keep_graph_precision(device)
     params = load_checkpoint(str(checkpoint))  # before the (slower) model build
     model = recipe.model(cfg)
-    _load_weights(model, params, str(checkpoint))
+    load_weights(model, checkpoint, params=params)
     fold_for_inference(model)
     return cfg, model, class_names
 

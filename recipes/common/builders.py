@@ -111,20 +111,23 @@ def callbacks(cfg, ctx):
     from defrcn.callbacks.metrics_logger import MetricsLogger
     from defrcn.callbacks.nan_guard import NanGuard
 
-    plan = ctx.schedule
+    plan, period = ctx.schedule, cfg.log.period
     items = [
-        NanGuard(ctx.loss_names, output_dir=ctx.output_dir),
-        MetricsLogger(ctx.output_dir, ctx.loss_names, cfg.log.period, ctx.lr_fn, plan["max_iter"], ctx.is_main),
+        NanGuard(loss_names=ctx.loss_names, output_dir=ctx.output_dir),
+        MetricsLogger(output_dir=ctx.output_dir, loss_names=ctx.loss_names, period=period, lr_fn=ctx.lr_fn,
+                      max_iter=plan["max_iter"], is_main=ctx.is_main),
     ]
     writer = None
     if cfg.log.tensorboard and ctx.is_main:
         from defrcn.callbacks.tensorboard import TensorBoardWriter
 
-        writer = TensorBoardWriter(ctx.output_dir, ctx.loss_names, cfg.log.period, ctx.lr_fn,
-                                   start_iter=ctx.start_iter)
+        writer = TensorBoardWriter(logdir=ctx.output_dir, loss_names=ctx.loss_names, period=period,
+                                   lr_fn=ctx.lr_fn, start_iter=ctx.start_iter)
         items.append(writer)
-    items.append(Checkpointer(ctx.output_dir, plan["checkpoint_period"], cfg.solver.keep_checkpoints,
-                              ctx.optimizer, plan["max_iter"], ctx.is_main, schedule=plan))
-    if getattr(ctx, "eval_fn", None) is not None:
-        items.append(PeriodicEval(plan["eval_period"], ctx.eval_fn, plan["max_iter"], writer=writer))
+    items.append(Checkpointer(output_dir=ctx.output_dir, period=plan["checkpoint_period"],
+                              keep=cfg.solver.keep_checkpoints, optimizer=ctx.optimizer, max_iter=plan["max_iter"],
+                              is_main=ctx.is_main, schedule=plan))
+    if ctx.eval_fn is not None:
+        items.append(PeriodicEval(period=plan["eval_period"], eval_fn=ctx.eval_fn, max_iter=plan["max_iter"],
+                                  writer=writer))
     return items

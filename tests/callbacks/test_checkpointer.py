@@ -15,7 +15,7 @@ def test_periodic_final_pointer_and_prune(tmp_path, tiny_training):
     made = []
 
     def callbacks(optimizer):
-        made.append(Checkpointer(output_dir, 2, 2, optimizer, 7, True,
+        made.append(Checkpointer(output_dir=output_dir, period=2, keep=2, optimizer=optimizer, max_iter=7, is_main=True,
                                  extra_state_fn=lambda: {"logger.window": 3}))
         return made
 
@@ -43,7 +43,8 @@ def test_periodic_final_pointer_and_prune(tmp_path, tiny_training):
 
 
 def test_other_ranks_write_nothing(tmp_path, tiny_training):
-    tiny_training(lambda optimizer: [Checkpointer(str(tmp_path), 1, 0, optimizer, 3, False)],
+    tiny_training(lambda optimizer: [Checkpointer(output_dir=str(tmp_path), period=1, keep=0, optimizer=optimizer,
+                                                  max_iter=3, is_main=False)],
                   max_iter=3)
     assert os.listdir(tmp_path) == []
 
@@ -51,6 +52,7 @@ def test_other_ranks_write_nothing(tmp_path, tiny_training):
 def test_refuses_to_save_non_finite_state(tmp_path, tiny_training):
     # without a NanGuard in front, the checkpointer itself refuses the inf step
     with pytest.raises(FloatingPointError, match="refusing to save a non-finite state at iteration 2"):
-        tiny_training(lambda optimizer: [Checkpointer(str(tmp_path), 1, 0, optimizer, 5, True)],
+        tiny_training(lambda optimizer: [Checkpointer(output_dir=str(tmp_path), period=1, keep=0,
+                                                      optimizer=optimizer, max_iter=5, is_main=True)],
                       max_iter=5, bad_steps=(2,))
     assert io.find_resume_checkpoint(str(tmp_path)).endswith("model_0000001.ckpt")

@@ -17,7 +17,7 @@ def test_every_period_and_at_end(tiny_training, caplog):
     made = []
 
     def callbacks(optimizer):
-        made.append(PeriodicEval(3, lambda it: {"AP": float(it)}, 7, writer=writer))
+        made.append(PeriodicEval(period=3, eval_fn=lambda it: {"AP": float(it)}, max_iter=7, writer=writer))
         return made
 
     with caplog.at_level(logging.INFO, logger="defrcn.callbacks.eval_hook"):
@@ -29,6 +29,6 @@ def test_every_period_and_at_end(tiny_training, caplog):
 
 def test_end_on_period_runs_once(tiny_training):
     made = []
-    tiny_training(lambda optimizer: made.append(PeriodicEval(2, lambda it: {}, 4)) or made,
+    tiny_training(lambda optimizer: made.append(PeriodicEval(period=2, eval_fn=lambda it: {}, max_iter=4)) or made,
                   max_iter=4)
     assert [it for it, _ in made[0].history] == [2, 4]

@@ -13,7 +13,8 @@ def lr_of(iteration):
 
 
 def test_jsonl_log_and_console(tmp_path, tiny_training, capsys):
-    tiny_training(lambda optimizer: [MetricsLogger(str(tmp_path), LOSS_NAMES, 2, lr_of, 5, True,
+    tiny_training(lambda optimizer: [MetricsLogger(output_dir=str(tmp_path), loss_names=LOSS_NAMES, period=2,
+                                                   lr_fn=lr_of, max_iter=5, is_main=True,
                                                    progress_bar=False)], max_iter=5)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records] == [2, 4, 5]  # every period and the last iteration
@@ -32,8 +33,8 @@ def test_jsonl_log_and_console(tmp_path, tiny_training, capsys):
 
 
 def test_progress_bar_and_resume_appends(tmp_path, tiny_training, capsys):
-    make = lambda optimizer: [MetricsLogger(str(tmp_path), LOSS_NAMES, 1, lr_of, 4, True,  # noqa: E731
-                                            progress_bar=True)]
+    make = lambda optimizer: [MetricsLogger(output_dir=str(tmp_path), loss_names=LOSS_NAMES,  # noqa: E731
+                                            period=1, lr_fn=lr_of, max_iter=4, progress_bar=True)]
     tiny_training(make, max_iter=2)
     tiny_training(make, max_iter=4, start_iter=2)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -43,7 +44,8 @@ def test_progress_bar_and_resume_appends(tmp_path, tiny_training, capsys):
 
 
 def test_other_ranks_write_nothing(tmp_path, tiny_training):
-    tiny_training(lambda optimizer: [MetricsLogger(str(tmp_path), LOSS_NAMES, 1, lr_of, 2, False)],
+    tiny_training(lambda optimizer: [MetricsLogger(output_dir=str(tmp_path), loss_names=LOSS_NAMES, period=1,
+                                                   lr_fn=lr_of, max_iter=2, is_main=False)],
                   max_iter=2)
     assert list(tmp_path.iterdir()) == []
 

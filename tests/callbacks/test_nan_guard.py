@@ -18,8 +18,8 @@ def test_stops_and_names_step_part_and_checkpoint(tmp_path, tiny_training):
     seen = []
 
     def callbacks(optimizer):
-        return [NanGuard(LOSS_NAMES, output_dir),
-                Checkpointer(output_dir, 2, 0, optimizer, 10, True)]
+        return [NanGuard(loss_names=LOSS_NAMES, output_dir=output_dir),
+                Checkpointer(output_dir=output_dir, period=2, keep=0, optimizer=optimizer, max_iter=10, is_main=True)]
 
     with pytest.raises(FloatingPointError) as raised:
         tiny_training(callbacks, max_iter=10, bad_steps=(5,))
@@ -54,7 +54,7 @@ def test_nan_is_named_nan():
 
     with pytest.raises(FloatingPointError, match=re.escape(
             "loss became nan at iteration 3 (total_loss=nan, loss_l1=nan); last good checkpoint: none")):
-        NanGuard(LOSS_NAMES).on_train_step_end(Context())
+        NanGuard(loss_names=LOSS_NAMES).on_train_step_end(Context())
     assert Context.stopped
 
 
@@ -74,7 +74,7 @@ class _StepRecorder(Callback):
 def test_finite_run_is_untouched(tmp_path, tiny_training, monkeypatch):
     monkeypatch.chdir(tmp_path)   # a stray relative write would land here
     recorder = _StepRecorder()
-    step = tiny_training(lambda optimizer: [NanGuard(LOSS_NAMES), recorder], max_iter=3)
+    step = tiny_training(lambda optimizer: [NanGuard(loss_names=LOSS_NAMES), recorder], max_iter=3)
     assert recorder.iterations == [1, 2, 3]
     assert recorder.stop_requested == [False, False, False]
     assert int(step.optimizer.global_step.asnumpy().reshape(-1)[0]) == 3
@@ -82,6 +82,6 @@ def test_finite_run_is_untouched(tmp_path, tiny_training, monkeypatch):
     out = tmp_path / "run"
     out.mkdir()
     recorder = _StepRecorder()
-    tiny_training(lambda optimizer: [NanGuard(LOSS_NAMES, str(out)), recorder], max_iter=3)
+    tiny_training(lambda optimizer: [NanGuard(loss_names=LOSS_NAMES, output_dir=str(out)), recorder], max_iter=3)
     assert recorder.iterations == [1, 2, 3]
     assert sorted(os.listdir(tmp_path)) == ["run"] and os.listdir(out) == []

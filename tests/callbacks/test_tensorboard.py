@@ -17,7 +17,7 @@ def test_scalars_every_period(tmp_path, tiny_training):
     made = []
 
     def callbacks(optimizer):
-        made.append(TensorBoardWriter(str(tmp_path), LOSS_NAMES, 2, lambda it: 0.5 / it))
+        made.append(TensorBoardWriter(logdir=str(tmp_path), loss_names=LOSS_NAMES, period=2, lr_fn=lambda it: 0.5 / it))
         return made
 
     tiny_training(callbacks, max_iter=5)
@@ -34,7 +34,7 @@ def test_scalars_every_period(tmp_path, tiny_training):
 
 
 def test_images_with_boxes(tmp_path):
-    writer = TensorBoardWriter(str(tmp_path), LOSS_NAMES, 1, lambda it: 0.0)
+    writer = TensorBoardWriter(logdir=str(tmp_path), loss_names=LOSS_NAMES, period=1, lr_fn=lambda it: 0.0)
     image = np.zeros((40, 60, 3), np.uint8)
     drawn = draw_boxes(image, [[5, 10, 30, 35]], ["cat"], scores=[0.87], color=(0, 255, 0))
     writer.add_images("eval/detections", [drawn, image], step=3)

@@ -148,9 +148,11 @@ def test_load_into_reports_by_name(tmp_path):
     missing, unexpected, mismatch = io.load_into(target, params)
     assert missing == ["head.bias"]
     assert unexpected == ["extra_layer.weight"]  # training state is not "unexpected"
-    assert mismatch == ["fc.bias: checkpoint (4,) vs model (5,)",
-                        "fc.weight: checkpoint (4, 3) vs model (5, 3)",
-                        "head.weight: checkpoint (2, 4) vs model (2, 5)"]
+    assert mismatch == [io.ShapeMismatch("fc.bias", (4,), (5,)), io.ShapeMismatch("fc.weight", (4, 3), (5, 3)),
+                        io.ShapeMismatch("head.weight", (2, 4), (2, 5))]
+    assert [str(m) for m in mismatch] == ["fc.bias: checkpoint (4,) vs model (5,)",
+                                          "fc.weight: checkpoint (4, 3) vs model (5, 3)",
+                                          "head.weight: checkpoint (2, 4) vs model (2, 5)"]
     np.testing.assert_array_equal(target.fc.bias.asnumpy(), before)
 
     same = Small(4)

@@ -111,9 +111,10 @@ def _run(out, sink, accumulation, start_iter, max_iter):
     evaluated = []
     callbacks = [
         IterationClock(start_iter=start_iter, grad_accumulation=accumulation),
-        MetricsLogger(str(out), LOSS_NAMES, 4, lambda it: 0.01, max_iter, True, progress_bar=False),
-        Checkpointer(str(out), 8, 0, optimizer, max_iter, True),
-        PeriodicEval(8, lambda it: evaluated.append(it) or {"AP": 1.0}, max_iter),
+        MetricsLogger(output_dir=str(out), loss_names=LOSS_NAMES, period=4, lr_fn=lambda it: 0.01,
+                      max_iter=max_iter, is_main=True, progress_bar=False),
+        Checkpointer(output_dir=str(out), period=8, keep=0, optimizer=optimizer, max_iter=max_iter, is_main=True),
+        PeriodicEval(period=8, eval_fn=lambda it: evaluated.append(it) or {"AP": 1.0}, max_iter=max_iter),
     ]
     _replay(callbacks, (max_iter - start_iter) * accumulation, sink * accumulation, step)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

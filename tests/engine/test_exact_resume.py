@@ -60,14 +60,16 @@ def state_of(train_step):
 def test_resume_is_bit_identical(tmp_path, accumulation):
     straight_dir, resumed_dir = str(tmp_path / "straight"), str(tmp_path / "resumed")
     step, optimizer = build(accumulation)
-    callbacks = [NanGuard(LOSS_NAMES, straight_dir),
-                 Checkpointer(straight_dir, 4, 2, optimizer, TOTAL_STEPS, True)]
+    callbacks = [NanGuard(loss_names=LOSS_NAMES, output_dir=straight_dir),
+                 Checkpointer(output_dir=straight_dir, period=4, keep=2, optimizer=optimizer,
+                              max_iter=TOTAL_STEPS, is_main=True)]
     run_training(step, dataset(0, TOTAL_STEPS, accumulation), callbacks, 0, TOTAL_STEPS)
     expected = state_of(step)
 
     half = TOTAL_STEPS // 2
     step, optimizer = build(accumulation)
-    callbacks = [Checkpointer(resumed_dir, 4, 2, optimizer, TOTAL_STEPS, True)]
+    callbacks = [Checkpointer(output_dir=resumed_dir, period=4, keep=2, optimizer=optimizer, max_iter=TOTAL_STEPS,
+                              is_main=True)]
     run_training(step, dataset(0, half, accumulation), callbacks, 0, half)  # "crash" after N/2
 
     step, optimizer = build(accumulation, seed=1)  # "new process": other objects, other init
@@ -75,7 +77,8 @@ def test_resume_is_bit_identical(tmp_path, accumulation):
     assert path.endswith("model_0000004.ckpt")
     start_iter = restore_training_state(step, optimizer, path)
     assert start_iter == half
-    callbacks = [Checkpointer(resumed_dir, 4, 2, optimizer, TOTAL_STEPS, True)]
+    callbacks = [Checkpointer(output_dir=resumed_dir, period=4, keep=2, optimizer=optimizer, max_iter=TOTAL_STEPS,
+                              is_main=True)]
     run_training(step, dataset(start_iter, TOTAL_STEPS, accumulation), callbacks, start_iter,
                  TOTAL_STEPS)
     resumed = state_of(step)

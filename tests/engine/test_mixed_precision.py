@@ -167,20 +167,23 @@ def test_resume_with_dynamic_scaling_is_bit_identical(tmp_path):
         return amp.DynamicLossScaler(2.0 ** 20, 2, 3)
 
     _, optimizer, step = build("O2", scaler())
-    run_training(step, data(0, total), [Checkpointer(str(tmp_path / "a"), 4, 2, optimizer, total, True)],
+    run_training(step, data(0, total), [Checkpointer(output_dir=str(tmp_path / "a"), period=4, keep=2,
+                                                     optimizer=optimizer, max_iter=total, is_main=True)],
                  0, total)
     expected = state_of(step)
     assert {"loss_scale", "loss_scale_counter"} <= set(expected)
 
     _, optimizer, step = build("O2", scaler())
-    run_training(step, data(0, half), [Checkpointer(str(tmp_path / "b"), 4, 2, optimizer, total, True)],
+    run_training(step, data(0, half), [Checkpointer(output_dir=str(tmp_path / "b"), period=4, keep=2,
+                                                    optimizer=optimizer, max_iter=total, is_main=True)],
                  0, half)
     saved = ms.load_checkpoint(find_resume_checkpoint(str(tmp_path / "b")))
     assert float(saved["train_step.loss_scale"].asnumpy()) != 2.0 ** 20  # the state moved and was saved
 
     _, optimizer, step = build("O2", scaler(), seed=1)
     start = restore_training_state(step, optimizer, find_resume_checkpoint(str(tmp_path / "b")))
-    run_training(step, data(start, total), [Checkpointer(str(tmp_path / "b"), 4, 2, optimizer, total, True)],
+    run_training(step, data(start, total), [Checkpointer(output_dir=str(tmp_path / "b"), period=4, keep=2,
+                                                         optimizer=optimizer, max_iter=total, is_main=True)],
                  start, total)
     resumed = state_of(step)
     assert sorted(resumed) == sorted(expected)
@@ -190,7 +193,8 @@ def test_resume_with_dynamic_scaling_is_bit_identical(tmp_path):
 
 def test_float32_checkpoint_resumes_with_amp_on(tmp_path):
     _, optimizer, step = build()
-    run_training(step, data(0, 2), [Checkpointer(str(tmp_path), 2, 2, optimizer, 4, True)], 0, 2)
+    run_training(step, data(0, 2), [Checkpointer(output_dir=str(tmp_path), period=2, keep=2, optimizer=optimizer,
+                                                 max_iter=4, is_main=True)], 0, 2)
     _, optimizer, step = build("O2", build_loss_scaler("dynamic"))
     assert restore_training_state(step, optimizer, find_resume_checkpoint(str(tmp_path))) == 2
     assert float(step.loss_scale.asnumpy()) == 2.0 ** 16  # the scaler starts afresh

@@ -63,8 +63,9 @@ def _events(logdir):
 
 def test_periodic_eval_writes_pictures_to_tensorboard(tmp_path):
     picture = draw_eval_images(DETECTIONS, _records(tmp_path), META)[0]
-    writer = TensorBoardWriter(str(tmp_path / "tb"), ("loss_a",), 1, lambda it: 0.0)
-    hook = PeriodicEval(0, lambda it: MetricsWithImages({"AP": 1.5}, [picture]), 10, writer=writer)
+    writer = TensorBoardWriter(logdir=str(tmp_path / "tb"), loss_names=("loss_a",), period=1, lr_fn=lambda it: 0.0)
+    hook = PeriodicEval(period=0, eval_fn=lambda it: MetricsWithImages({"AP": 1.5}, [picture]), max_iter=10,
+                        writer=writer)
     assert hook.evaluate(10) == {"AP": 1.5}
     writer.close()
     found = {value.tag: (event.step, value) for event in _events(tmp_path / "tb")
@@ -77,8 +78,8 @@ def test_periodic_eval_writes_pictures_to_tensorboard(tmp_path):
 
 
 def test_plain_metrics_write_no_pictures(tmp_path):
-    writer = TensorBoardWriter(str(tmp_path / "tb"), ("loss_a",), 1, lambda it: 0.0)
-    PeriodicEval(0, lambda it: {"AP": 2.0}, 4, writer=writer).evaluate(4)
+    writer = TensorBoardWriter(logdir=str(tmp_path / "tb"), loss_names=("loss_a",), period=1, lr_fn=lambda it: 0.0)
+    PeriodicEval(period=0, eval_fn=lambda it: {"AP": 2.0}, max_iter=4, writer=writer).evaluate(4)
     writer.close()
     tags = {value.tag for event in _events(tmp_path / "tb") for value in event.summary.value}
     assert tags == {"eval/AP"}

@@ -77,9 +77,10 @@ def test_class_names_follow_the_setting(toy):
     _, _, data_root = toy
     categories = json.loads((data_root / "annotations" / "train.json").read_text())["categories"]
     by_id = [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
-    for setting, expected in (("base", list(BASE_CLASS_NAMES)), ("fsod", list(NOVEL_CLASS_NAMES)),
-                              ("tfa", by_id)):
-        cfg = load_recipe(RECIPE, [f"data.root={data_root}", f"data.setting={setting}",
+    finetune = os.path.join(REPO, "recipes", "toy_1shot.py")
+    for recipe, setting, expected in ((RECIPE, "base", list(BASE_CLASS_NAMES)),
+                                      (finetune, "fsod", list(NOVEL_CLASS_NAMES)), (finetune, "tfa", by_id)):
+        cfg = load_recipe(recipe, [f"data.root={data_root}", f"data.setting={setting}",
                                    "model.num_classes=0"]).cfg
         spec = resolve_data_spec(cfg.data)
         names = list(spec.model_classes)
@@ -91,7 +92,7 @@ def test_class_names_follow_the_setting(toy):
 def test_checkpoint_of_another_class_count_is_one_input_error_line(toy):
     overrides, checkpoint, _ = toy
     with pytest.raises(InputError) as error:  # tfa: 9 classes, the checkpoint has 6
-        load_model_for_inference(RECIPE, checkpoint, overrides + ["data.setting=tfa", "model.num_classes=0"])
+        load_model_for_inference(os.path.join(REPO, "recipes", "toy_1shot.py"), checkpoint, overrides)
     message = str(error.value)
     assert "\n" not in message and checkpoint in message and "box_predictor" in message
 
