@@ -1,4 +1,5 @@
-"""Periodic and final checkpoints with the `last_checkpoint` pointer (DESIGN 9).
+"""Periodic and final checkpoints with the `last_checkpoint` pointer (the README's
+"Output folder").
 
 Every `period` iterations: `OUTPUT/checkpoints/model_{iter:07d}.ckpt` (atomic, with hash),
 then the pointer moves, then old periodic files beyond `keep` are pruned. At `max_iter`:

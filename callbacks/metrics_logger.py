@@ -1,4 +1,5 @@
-"""Loss/LR/time logging: a console line, `log.txt` and `metrics.jsonl` (DESIGN 9).
+"""Loss/LR/time logging: a console line, `log.txt` and `metrics.jsonl` (the README's
+"Output folder").
 
 Every `period` iterations one JSON line: {"iter", <each loss part>, "total_loss", "lr",
 "time" (s/iteration averaged over the period; the first

@@ -1,6 +1,6 @@
 """TensorBoard scalars (loss parts, total, lr) and images, written with tensorboardX.
 
-MindSpore's SummaryCollector writes MindInsight files, not TensorBoard events (DESIGN 10).
+MindSpore's SummaryCollector writes MindInsight files, not TensorBoard events.
 Build it on rank 0 only. Tags: `loss/<name>`, `lr`; `add_metrics` writes `eval/<name>`.
 """
 import numpy as np

@@ -1,4 +1,4 @@
-"""Custom data set base training on any COCO-json set (DESIGN section 6 layout):
+"""Custom data set base training on any COCO-json set (the README's "Data" layout):
 `--set data.root=ROOT --set data.novel_classes=a,b` (novel classes are held out)."""
 from defrcn.recipes.common.base import base_cfg, callbacks, dataset, model, optimizer, rederive
 

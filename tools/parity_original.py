@@ -6,7 +6,7 @@
 Reads `DIR/request.json` and `DIR/inputs.npz` written by `tools/parity.py`, builds
 er-muyue/DeFRCN's `GeneralizedRCNN` (R-101 C4) from its own config files with random
 weights whose frozen-BN statistics are calibrated on one image (so proposals and
-detections exist; /work/shared/bench/README.md explains why), saves the weights as .pth
+detections exist: with random statistics nothing scores above the threshold), saves the weights as .pth
 for the project's converter, and records every stage of inference, training (losses and
 gradients) and the PCB rescoring into `DIR/original_*.npz`.
 

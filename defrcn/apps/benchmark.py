@@ -1,4 +1,4 @@
-"""Speed and memory of a recipe's detector and data loader on random inputs (issue 9).
+"""Speed and memory of a recipe's detector and data loader on random inputs.
 
     result = benchmark_recipe("recipes/coco_base.py", mode="infer", batch=1, size=(512, 512))
 
@@ -7,7 +7,7 @@ Modes:
 - "train": one optimizer step (`TrainStep`: forward, backward, SGD/AdamW update).
 - "data": images/s of the recipe's training loader over synthetic JPEGs.
 
-What the model sees (the same as the PyTorch peer `shared/bench/torch_frcnn_c4.py`):
+What the model sees (the same as the PyTorch peer docs/benchmark.md compares with):
 random weights; a batch of random images of exactly (H, W) filling the canvas
 (`image_sizes` = (H, W)); `BOXES_PER_IMAGE` random gt boxes per image in training; the
 recipe's own settings otherwise (proposal counts, RoIs per image, pooler, freeze_at, norm).

@@ -1,6 +1,6 @@
 """ImageNet ResNet weights from PyTorch / Caffe2 files to MindSpore checkpoints.
 
-Two sources (DESIGN section 7; fact sheet section 7 item 11):
+Two sources:
 
 - `torchvision`: a torchvision ResNet state dict (`resnet101-*.pth`, stride in the 3x3) ->
   mindcv's ResNet names, for the PCB feature net (`mindcv.create_model("resnet101")`):

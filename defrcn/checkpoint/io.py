@@ -1,7 +1,7 @@
 """Checkpoint files: atomic save with a hash, the `last_checkpoint` pointer, resume lookup,
 loading with a by-name report, pruning.
 
-Layout of a training run (DESIGN 9)::
+Layout of a training run (the README's "Output folder")::
 
     OUTPUT/last_checkpoint           plain text: a path relative to OUTPUT, e.g.
                                      `checkpoints/model_0000030.ckpt` or `model_final.ckpt`

@@ -1,6 +1,6 @@
 """Checkpoint surgery: turn a base-training checkpoint into the start of a fine-tune run.
 
-DeFRCN's `tools/model_surgery.py` (fact sheet section 3), on parameter dicts:
+DeFRCN's `tools/model_surgery.py`, on parameter dicts:
 
 - `randinit` (gFSOD, the "tfa" setting): the box predictor is grown from the C_base base
   classes to the T target classes. Every base class keeps its classifier row and its 4 box

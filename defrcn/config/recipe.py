@@ -2,7 +2,7 @@
 
 A recipe module exposes `cfg` (a `Config` of plain values) and four builders:
 `model(cfg)`, `dataset(cfg, split)`, `optimizer(cfg, model, steps)`, `callbacks(cfg, ctx)`
-(DESIGN.md section 4). Every load executes the file as a new module, so an edit to one
+(the README's "Recipes"). Every load executes the file as a new module, so an edit to one
 loaded `cfg` never shows in the next load (shared parts hand out new objects per call).
 
     recipe = load_recipe("recipes/toy_base.py", ["solver.max_iter=50"])
@@ -27,7 +27,7 @@ from defrcn.utils.atomic import write_json_atomic
 
 __all__ = ["Recipe", "load_recipe", "save_config", "shipped_recipe", "REQUIRED_KEYS", "FINETUNE_KEYS"]
 
-# Keys every recipe has (DESIGN.md section 4); users and scripts rely on these names.
+# Keys every recipe has; users and scripts rely on these names.
 REQUIRED_KEYS = (
     "seed", "output_dir", "data.root", "data.base_classes", "data.novel_classes",
     "data.shots", "data.split_seed", "model.depth", "model.num_classes",

@@ -1,6 +1,6 @@
 """One entry point to every data set: `load_dataset(benchmark, split, ...) -> (records, meta)`.
 
-Roots (DESIGN section 6):
+Roots (the README's "Data"):
 - coco:   ROOT = the `datasets` folder: ROOT/cocosplit/datasplit/{trainvalno5k,5k}.json,
           ROOT/cocosplit/[seed{S}/]full_box_*.json, images in ROOT/coco/{trainval2014,val2014,train2014}.
 - voc:    ROOT = the `datasets` folder: ROOT/VOC{2007,2012}, ROOT/vocsplit/[seed{S}/]box_*.txt.

@@ -1,7 +1,7 @@
 """Class splits of the few-shot benchmarks, as data.
 
 Sources: TFA (ucbdrive/few-shot-object-detection) `fsdet/data/builtin_meta.py` and DeFRCN
-(er-muyue/DeFRCN) `defrcn/data/builtin_meta.py`, which agree; see the fact sheet section 4.1.
+(er-muyue/DeFRCN) `defrcn/data/builtin_meta.py`, which agree.
 Contiguous ids are positions in the lists returned here:
 - COCO: all 80 = COCO ids ascending; novel = the 20 VOC-like classes by ascending id;
   base = the other 60 by ascending id.

@@ -1,4 +1,4 @@
-"""The custom data-set layout (DESIGN section 6); the synthetic data set uses it too.
+"""The custom data-set layout (the README's "Data"); the synthetic data set uses it too.
 
     ROOT/annotations/{train,test}.json      COCO format; any category and image ids
     ROOT/images/{train,test}/<file_name>    or, failing that, ROOT/images/<file_name>

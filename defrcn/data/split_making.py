@@ -1,4 +1,5 @@
-"""Make K-shot split files with TFA's protocol (fact sheet 4.3), and write them.
+"""Make K-shot split files with TFA's protocol (`datasets/prepare_coco_few_shot.py`,
+`prepare_voc_few_shot.py` in ucbdrive/few-shot-object-detection), and write them.
 
 COCO / custom, per seed: one `random.Random(seed)`; for each class in ascending category
 id, group the class's non-crowd boxes by image and keep one selection across K (ascending):

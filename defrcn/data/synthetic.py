@@ -1,7 +1,7 @@
 """A synthetic few-shot detection data set: textured shapes on cluttered backgrounds.
 
 Each class is one (shape, colour pair, texture) combination, so a small CNN can tell the
-classes apart from a few examples. The set is written in the custom layout (DESIGN 6):
+classes apart from a few examples. The set is written in the custom layout (`custom.py`):
 
     OUT/annotations/{train,test}.json   COCO format, bbox XYWH in pixels, non-contiguous
                                         category ids, info.novel_classes / info.base_classes

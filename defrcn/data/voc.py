@@ -5,7 +5,7 @@ Layout: `ROOT/VOC{2007,2012}/{Annotations,JPEGImages,ImageSets/Main}`; split fil
 seed S >= 1 in `seed{S}/`), one image path per line of which only the base name is used;
 an id containing `_` is a VOC2012 image, otherwise VOC2007.
 
-Boxes follow TFA / DeFRCN (fact sheet 4.4): XYXY from the xml with 1 subtracted from
+Boxes follow TFA / DeFRCN (`defrcn/data/meta_voc.py`): XYXY from the xml with 1 subtracted from
 xmin and ymin only. Difficult objects are kept and flagged (`difficult=True`); the
 evaluator ignores them, training uses them as TFA / DeFRCN do.
 

@@ -6,7 +6,7 @@
 For each metrics file (`metrics.json`, `metrics_pcb.json`, separately) and every numeric
 entry in it (`per_class` flattened to `per_class/<name>`): mean, std (numpy, ddof 0) and
 the 95% half-width 1.96 * std / sqrt(n) over the runs that have a finite value, as
-DeFRCN's `tools/extract_results.py` computes them (fact sheet 5), and n. Runs without the
+DeFRCN's `tools/extract_results.py` computes them, and n. Runs without the
 file, with a broken file or still unfinished are listed with the reason, not fatal.
 """
 import json
@@ -20,7 +20,7 @@ from defrcn.errors import InputError
 __all__ = ["METRIC_FILES", "CI_Z", "expand_run_dirs", "read_metrics", "summarize", "aggregate_runs",
            "format_markdown", "default_output", "write_aggregate"]
 
-METRIC_FILES = ("metrics.json", "metrics_pcb.json")  # DESIGN section 9
+METRIC_FILES = ("metrics.json", "metrics_pcb.json")  # written by tools/eval.py and train
 CI_Z = 1.96  # extract_results.py: mean +- 1.96 * std / sqrt(n)
 PER_CLASS = "per_class"
 FINAL_CHECKPOINT = "model_final.ckpt"

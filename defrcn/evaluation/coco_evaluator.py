@@ -1,7 +1,7 @@
 """COCO-style box AP with pycocotools' COCOeval (bbox, maxDets 100), split into all / base /
 novel classes and per class, on a 0-100 scale.
 
-Keys (DESIGN section 9): `AP AP50 AP75 APs APm APl` over the evaluated classes (the meta's
+Keys: `AP AP50 AP75 APs APm APl` over the evaluated classes (the meta's
 `class_names`), the same with a `b` prefix over its base classes and an `n` prefix over its
 novel classes (absent when it has none), and `per_class` {name: AP}. A value is NaN when
 no class of the group has a ground-truth box of that kind (pycocotools reports -1).

@@ -1,6 +1,6 @@
 """Evaluate detections with the data set's protocol, show the result as a table, write it.
 
-`metrics` is a flat dict on a 0-100 scale (DESIGN section 9): `AP AP50 AP75 APs APm APl`,
+`metrics` is a flat dict on a 0-100 scale (the README's "Output folder"): `AP AP50 AP75 APs APm APl`,
 the same with `b` (base) and `n` (novel) prefixes, and `per_class` {name: AP}. NaN (a
 group without ground truth) is written to json as null (`defrcn.utils.atomic.write_json_atomic`).
 """

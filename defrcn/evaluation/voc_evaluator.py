@@ -1,6 +1,6 @@
 """PASCAL VOC 2007 box AP: 11-point interpolated average precision per class.
 
-The protocol of the py-faster-rcnn style evaluator DeFRCN uses (fact sheet section 5):
+The protocol of the py-faster-rcnn style evaluator DeFRCN uses (its `defrcn/evaluation/pascal_voc_evaluation.py`):
 - per class, detections of all images are ranked by score (ties keep their input order);
 - a detection is matched to the ground-truth box of its class in its image with the largest
   IoU; IoU counts inclusive pixels (width = x1 - x0 + 1); a match needs IoU > threshold;

@@ -1,5 +1,5 @@
 """Pictures for TensorBoard at evaluation time: ground truth and predicted boxes on a few
-test images (DESIGN 9, issue 8 part 6).
+test images, written by the periodic evaluation.
 
 `make_eval_fn` (defrcn/engine/evaluate.py) returns `MetricsWithImages`: the metrics dict
 with the drawn images attached as `.images`; `PeriodicEval` writes them with

@@ -34,18 +34,19 @@ class InferenceGraph(nn.Cell):
         return self.detector(images, image_sizes)
 
 
-def export_inference_graph(cfg, model, out_file):
-    """Write `model`'s inference graph for cfg's first canvas to exactly `out_file` (MINDIR).
+def export_inference_graph(model, canvas, out_file):
+    """Write `model`'s inference graph for input `canvas` (height, width) to exactly `out_file`
+    (MINDIR).
 
     The file is written under a temporary name in the same folder and moved into place,
     so a failed export never leaves a partial `out_file`. Returns out_file.
     """
-    height, width = (int(v) for v in cfg.input.canvases[0])
+    height, width = (int(v) for v in canvas)
     images = Tensor(np.zeros((1, 3, height, width), np.float32))
     image_sizes = Tensor(np.array([[height, width]], np.float32))
     folder = os.path.dirname(os.path.abspath(out_file))
     if os.path.isdir(out_file):
-        raise InputError("--out is a folder; give a file name", path=out_file)
+        raise InputError("--output is a folder; give a file name", path=out_file)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as error:
@@ -69,6 +70,6 @@ def export_model(recipe_path, checkpoint, out_file, *, file_format="MINDIR", ove
     if str(file_format).upper() not in FORMATS:
         raise InputError(f"--format: only {', '.join(FORMATS)} is supported, got {file_format!r}")
     if os.path.isdir(out_file):
-        raise InputError("--out is a folder; give a file name", path=out_file)
+        raise InputError("--output is a folder; give a file name", path=out_file)
     cfg, model, _ = load_model_for_inference(recipe_path, checkpoint, overrides, device=device)
-    return export_inference_graph(cfg, model, out_file)
+    return export_inference_graph(model, cfg.input.canvases[0], out_file)  # the recipe's first canvas

@@ -114,7 +114,7 @@ def _check_not_overwriting(paths, out_dir, stems):
         for suffix in (".png", ".json"):
             target = os.path.join(out_dir, stem + suffix)
             if os.path.realpath(target) in inputs:
-                raise InputError(f"would overwrite the input image {target}; pick another --out",
+                raise InputError(f"would overwrite the input image {target}; pick another --output-dir",
                                  path=out_dir)
 
 
@@ -148,7 +148,7 @@ def infer_to_folder(recipe_path, checkpoint, inputs, out_dir, *, score_thresh=DE
     for path, stem in tqdm(list(zip(paths, stems)), desc="infer", unit="image", disable=not progress):
         image = read_image_rgb(path)
         height, width = image.shape[:2]
-        boxes, scores, classes = predict_image(model, cfg, image)
+        boxes, scores, classes = predict_image(model, cfg.input, image)
         if rescorer is not None and len(scores):
             record = {"file_name": os.path.abspath(path), "height": height, "width": width}
             scores = np.asarray(rescorer.rescore(record, boxes, scores, classes), np.float32)

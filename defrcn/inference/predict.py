@@ -1,7 +1,7 @@
 """Single-image inference: load a recipe's detector with a checkpoint, run it on any image.
 
     cfg, model, class_names = load_model_for_inference("recipes/toy_base.py", "model_final.ckpt")
-    boxes, scores, classes = predict_image(model, cfg, image_rgb_uint8)
+    boxes, scores, classes = predict_image(model, cfg.input, image_rgb_uint8)
 
 Preprocessing is the test loader's (`defrcn.data.transforms.prepare_example` with no
 flip): pick the canvas matching the image's orientation, resize the short edge to
@@ -95,8 +95,9 @@ def read_image_rgb(path):
         raise InputError(f"cannot read image ({type(error).__name__})", path=path) from None
 
 
-def preprocess_image(cfg, image_rgb_uint8):
-    """The test loader's preprocessing of one image.
+def preprocess_image(input_settings, image_rgb_uint8):
+    """The test loader's preprocessing of one image; input_settings: a recipe's `input`
+    (canvases, min_size_test, max_size_test, format).
 
     Returns:
         (image float32 (1, 3, Hc, Wc) on the chosen canvas, image_size float32 (1, 2) =
@@ -106,20 +107,21 @@ def preprocess_image(cfg, image_rgb_uint8):
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
     height, width = image.shape[:2]
-    canvases = [tuple(int(v) for v in c) for c in cfg.input.canvases]
+    i = input_settings
+    canvases = [tuple(int(v) for v in c) for c in i.canvases]
     canvas = canvases[choose_canvas(height, width, canvases)]
     example = prepare_example(image, np.zeros((0, 4), np.float32), np.zeros((0,), np.int32),
-                              canvas=canvas, short_size=cfg.input.min_size_test,
-                              max_size=cfg.input.max_size_test, flip=False,
-                              pixel_format=cfg.input.format, max_gt=1)
+                              canvas=canvas, short_size=i.min_size_test, max_size=i.max_size_test, flip=False,
+                              pixel_format=i.format, max_gt=1)
     return example["image"][None], example["image_size"][None], float(example["scale"])
 
 
-def predict_image(model, cfg, image_rgb_uint8):
+def predict_image(model, input_settings, image_rgb_uint8):
     """Detect objects in one image of any size (aspect ratio kept).
 
     Args:
         model: the detector in eval mode (`load_model_for_inference`).
+        input_settings: the recipe's `input` (see `preprocess_image`).
         image_rgb_uint8: (H, W, 3) uint8 RGB.
     Returns:
         boxes float32 (N, 4) XYXY in original pixels, scores float32 (N,), class ids int32 (N,)
@@ -128,7 +130,7 @@ def predict_image(model, cfg, image_rgb_uint8):
     from mindspore import Tensor
 
     height, width = np.asarray(image_rgb_uint8).shape[:2]
-    images, image_sizes, scale = preprocess_image(cfg, image_rgb_uint8)
+    images, image_sizes, scale = preprocess_image(input_settings, image_rgb_uint8)
     boxes, scores, classes, valid = model(Tensor(images), Tensor(image_sizes))
     keep = valid.asnumpy()[0].astype(bool)
     boxes = boxes.asnumpy()[0][keep]

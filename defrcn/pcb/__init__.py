@@ -1,4 +1,5 @@
-"""Prototypical Calibration Block (DeFRCN, Qiao et al. 2021, section 3.3; fact sheet section 2).
+"""Prototypical Calibration Block (DeFRCN, Qiao et al. 2021, section 3.3;
+the original's `defrcn/evaluation/calibration_layer.py`).
 
     pcb = build_pcb(spec, cfg.test.pcb, build_feature_model(cfg.test.pcb, model, input=cfg.input),
                     test_meta=test_data.meta)                 # once per evaluation

@@ -1,4 +1,4 @@
-"""PCB rescoring in numpy (fact sheet section 2; DeFRCN `evaluation/calibration_layer.py`).
+"""PCB rescoring in numpy (the paper, section 3.3; DeFRCN `defrcn/evaluation/calibration_layer.py`).
 
 A detection of class c with lower < score <= upper becomes
     alpha * score + (1 - alpha) * cos(embedding, prototype[c]);

@@ -1,6 +1,6 @@
 """Box embeddings for PCB: `embed(image, boxes) -> (N, E)` of one image.
 
-Two feature models (DESIGN section 7, fact sheet section 2):
+Two feature models (the original's `calibration_layer.py` uses the first):
 - `ImageNetResNetFeatures` (cfg.test.pcb.model "resnet101", also "resnet18/34/50/152"):
   a torchvision-layout ImageNet ResNet (mindcv's, stride in the 3x3) on the ORIGINAL
   full-resolution image (RGB, /255, ImageNet mean/std, no resize, no padding); layer4
@@ -35,7 +35,7 @@ __all__ = ["RESNET_DEPTHS", "IMAGENET_PIXEL_FORMAT", "roi_align_1x1", "ImageNetR
            "DetectorFeatures", "build_feature_model"]
 
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
-IMAGENET_PIXEL_FORMAT = "torchvision"  # RGB / 255, ImageNet mean/std (fact sheet section 2)
+IMAGENET_PIXEL_FORMAT = "torchvision"  # RGB / 255, ImageNet mean/std, as calibration_layer.py
 FEATURE_STRIDE = 32  # layer4 of a ResNet
 MAKE_WEIGHTS_HINT = ("make it with: python tools/convert.py torchvision resnet101-5d3b4d8f.pth OUT.ckpt "
                      "(or set test.pcb.model=self)")

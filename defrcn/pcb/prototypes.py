@@ -1,9 +1,9 @@
 """PCB prototypes: the mean embedding of each class's support boxes, cached on disk.
 
-The support set is exactly the fine-tuning training set of the recipe (fact sheet
-section 2): `load_dataset(benchmark, "train_fewshot", ...)` with the cfg's data keys, the
-same call the recipe's `dataset(cfg, "train")` makes, so K, the split seed and the
-split files are the training run's. Every ground-truth box counts once per record
+The support set is exactly the fine-tuning training set of the run, as in the original's
+`calibration_layer.py`: `load_split(spec, "train")` of the run's `DataSpec`, the call the
+recipe's `dataset(cfg, "train")` makes, so K, the split seed and the split files are the
+training run's. Every ground-truth box counts once per record
 (a VOC image listed for two classes is seen twice, as in the original's loader), in
 original-image pixels.
 

@@ -1,7 +1,7 @@
 """Optimizers with detectron2's weight-decay groups and a per-step learning rate.
 
 Which decay a trainable parameter gets (detectron2 v0.3 `build_optimizer`, the rule the
-original DeFRCN trained with; the fact sheet section 1.1 and pitfall 10):
+original DeFRCN trained with; detectron2 v0.3 `solver/build.py`):
 
 * norm: a parameter of a normalisation Cell (BatchNorm*, GroupNorm, LayerNorm,
   InstanceNorm*; when only parameters are given, names ending in `.gamma`/`.beta`, the

@@ -7,7 +7,7 @@ A run with another number of devices keeps them meaningful in one of two ways:
 * scaling (default): the effective batch E = devices x images per device; the LR is
   scaled linearly (lr x E/R) and every iteration count by R/E (rounded), so the run sees
   the same number of images and drops the LR at the same point of training (the
-  original author's advice in DeFRCN issue #19; the linear LR rule of Goyal et al. 2017,
+  original author's advice in er-muyue/DeFRCN GitHub issue #19; the linear LR rule of Goyal et al. 2017,
   as torchvision's detection reference documents it).
 * accumulation (`solver.accumulate=true`): gradients of `ims_per_batch / (devices x
   images per device)` micro-batches are summed into one step; the effective batch is

@@ -1,6 +1,6 @@
 """Base-training settings per benchmark: `base_cfg(benchmark, voc_split=0)` -> a new Config.
 
-Every number is DeFRCN's (fact sheet section 1: `configs/Base-RCNN.yaml`,
+Every number is DeFRCN's (`configs/Base-RCNN.yaml`,
 `defrcn/config/defaults.py`, detectron2 v0.3 defaults) unless its comment says otherwise.
 The schedule (`solver.max_iter`, `solver.steps`) is left at 0 / []: each leaf recipe
 states its own, with the source yaml named.
@@ -112,7 +112,7 @@ def _defrcn_defaults():
             warmup_factor=0.001,
             momentum=0.9,
             weight_decay=5e-5,  # defaults.py
-            weight_decay_bias=1e-4,  # d2 default, not reached by DeFRCN's override (fact sheet 1.1)
+            weight_decay_bias=1e-4,  # d2 default; DeFRCN's defaults.py sets WEIGHT_DECAY only
             weight_decay_norm=0.0,
             # The original saves only the final model (CHECKPOINT_PERIOD 200000 / 100000); periodic
             # checkpoints here make long runs resumable.
@@ -182,13 +182,13 @@ def _voc(cfg, voc_split):
 
 
 def _custom(cfg):
-    # Any COCO-json data set (DESIGN section 6); set data.root and data.novel_classes with --set.
+    # Any COCO-json data set (the README's "Data"); set data.root and data.novel_classes with --set.
     cfg.data.root = "datasets/custom"
     cfg.solver.warmup_iters = 100
     cfg.solver.checkpoint_period = 2500
 
 
-# The toy recipes: the shipped synthetic data on a CPU in minutes (DESIGN section 10: few
+# The toy recipes: the shipped synthetic data on a CPU in minutes (few
 # RoIs, small images, a warmed-up AdamW; random init with trainable BN).
 def _toy(cfg):
     from defrcn.data.synthetic import BASE_CLASS_NAMES, NOVEL_CLASS_NAMES
@@ -204,7 +204,7 @@ def _toy(cfg):
     cfg.input.canvases = [[256, 256]]
     cfg.model.num_classes = len(BASE_CLASS_NAMES)
     cfg.model.depth = 18
-    cfg.model.norm = "bn"  # random init + frozen BN diverges (DESIGN section 10)
+    cfg.model.norm = "bn"  # frozen BN at a random init never learns its statistics and diverges
     cfg.model.freeze_at = 0
     cfg.model.stride_in_1x1 = False
     cfg.model.weights = ""

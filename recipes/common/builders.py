@@ -1,4 +1,4 @@
-"""The four recipe builders (DESIGN section 4), shared by every shipped recipe.
+"""The four recipe builders (the README's "Recipes"), shared by every shipped recipe.
 
 Each maps cfg keys onto the keyword arguments of one library call and imports the
 library lazily, so loading a recipe stays cheap (no MindSpore import, no network).

@@ -1,7 +1,7 @@
 """Fine-tuning settings: `fewshot_cfg(benchmark, setting, shots, voc_split=0)` -> a new Config.
 
-Starts from `base_cfg` and applies DeFRCN's fine-tune deltas (fact sheet section 1.2,
-`configs/{coco,voc}/defrcn_{fsod,gfsod}_r101_novel*_{K}shot_seedx.yaml`):
+Starts from `base_cfg` and applies DeFRCN's fine-tune deltas
+(`configs/{coco,voc}/defrcn_{fsod,gfsod}_r101_novel*_{K}shot_seedx.yaml`):
 GDL lambda_roi 0.01 (COCO) / 0.001 (VOC, the repo's value; the paper used 0.01), res5
 frozen (FREEZE_FEAT), classifier dropout 0.8, LR 0.01 without warmup, PCB on.
 Settings: "fsod" (FSRW-like: novel classes only, predictor re-created: surgery `remove`)

@@ -52,7 +52,7 @@ def test_randinit_coco_interleaves_base_rows_by_name():
     base = base_checkpoint(len(base_names))
     out = surgery(base, method="randinit", base_class_names=base_names, target_class_names=target, seed=3)
     new = check_grown(base, out, base_names, target)
-    # fact sheet section 3: the novel classes land at these 80-class indices
+    # DeFRCN tools/model_surgery.py: the novel classes land at these 80-class indices
     assert new == [0, 1, 2, 3, 4, 5, 6, 8, 14, 15, 16, 17, 18, 19, 39, 56, 57, 58, 60, 62]
     assert [target[i] for i in new] == list(COCO_NOVEL_CLASSES)
     # the new rows are fresh draws, not copies of a base row

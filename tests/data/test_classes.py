@@ -11,7 +11,7 @@ def _ids(spec):
     return out
 
 
-# fact sheet 4.1
+# TFA / DeFRCN builtin_meta.py
 BASE_IDS = _ids([8, 10, 11, 13, 14, 15, (22, 25), 27, 28, (31, 43), (46, 61), 65, 70, (73, 82), (84, 90)])
 NOVEL_IDS = [1, 2, 3, 4, 5, 6, 7, 9, 16, 17, 18, 19, 20, 21, 44, 62, 63, 64, 67, 72]
 
@@ -28,7 +28,7 @@ def test_coco_base_and_novel_split():
     assert [classes.coco_category_id(n) for n in base] == BASE_IDS
     assert all_order == list(classes.COCO_CLASSES)
     assert novel[0] == "person" and novel[-1] == "tv" and "potted plant" in novel
-    assert all_order.index("bottle") == 39 and all_order.index("tv") == 62  # 80-class ids of fact sheet 4.1
+    assert all_order.index("bottle") == 39 and all_order.index("tv") == 62  # contiguous 80-class ids of builtin_meta.py
     with pytest.raises(KeyError):
         classes.coco_category_id("unicorn")
 

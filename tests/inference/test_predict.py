@@ -57,7 +57,7 @@ def test_preprocessing_is_the_test_loaders(tmp_path):
     Image.fromarray(image).save(tmp_path / "p.png")
     record = {"file_name": str(tmp_path / "p.png"), "height": 140, "width": 90, "image_id": 0,
               "annotations": []}
-    images, sizes, scale = preprocess_image(cfg, image)
+    images, sizes, scale = preprocess_image(cfg.input, image)
     assert images.shape == (1, 3, 128, 96) and images.dtype == np.float32
     np.testing.assert_allclose(scale, 120 / 140, rtol=1e-6)
     np.testing.assert_array_equal(sizes, [[120, 77]])  # 90 * 120/140 = 77.1, aspect kept
@@ -108,12 +108,12 @@ def test_predict_image_maps_valid_detections_to_original_pixels(loaded):
 
     cfg, model, class_names = loaded
     image = _image(140, 90, seed=5)
-    boxes, scores, classes = predict_image(model, cfg, image)
+    boxes, scores, classes = predict_image(model, cfg.input, image)
     assert len(boxes) > 0 and boxes.shape == (len(scores), 4) and classes.shape == scores.shape
     assert (np.diff(scores) <= 0).all() and (classes >= 0).all() and (classes < len(class_names)).all()
     assert (boxes[:, [0, 2]] <= 90).all() and (boxes[:, [1, 3]] <= 140).all() and (boxes >= 0).all()
     # the same detections as the raw model output on the preprocessed canvas, divided by the scale
-    images, sizes, scale = preprocess_image(cfg, image)
+    images, sizes, scale = preprocess_image(cfg.input, image)
     raw_boxes, raw_scores, _, valid = (o.asnumpy()[0] for o in model(Tensor(images), Tensor(sizes)))
     keep = valid.astype(bool)
     order = np.argsort(-raw_scores[keep], kind="stable")

@@ -1,4 +1,4 @@
-"""Every shipped recipe loads, has the keys of DESIGN section 4 and the fact sheet's numbers."""
+"""Every shipped recipe loads, has the keys every recipe has and the original configs' numbers."""
 import os
 import re
 

@@ -59,7 +59,7 @@ def test_surgery_then_each_seed_fine_tunes_into_its_folder_from_the_surgery_outp
         assert config["model"]["base_weights"] == str(pipeline["surgery_ckpt"])
         assert (run / "model_final.ckpt").is_file()
         assert [json.loads(line)["iter"] for line in pipeline["logged"][seed]] == [1, 2]
-        metrics = pipeline["trained_metrics"][seed]  # the trainer's final evaluation (DESIGN 9)
+        metrics = pipeline["trained_metrics"][seed]  # the trainer's final evaluation (metrics.json)
         assert metrics is not None and METRIC_KEYS <= set(metrics), seed
         assert list(metrics["per_class"]) == BASE_CLASS_NAMES + NOVEL_CLASS_NAMES
 
