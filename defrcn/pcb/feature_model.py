@@ -105,22 +105,20 @@ def _file_fingerprint(path):
 
 
 def _load_resnet_weights(resnet, path, model_name):
+    """Every parameter of the mindcv ResNet from `path` (checked against its .sha256 when there
+    is one); InputError naming the file for anything else."""
+    from defrcn.checkpoint import io
+
     if not os.path.isfile(path):
         raise InputError(f"PCB weights not found; {MAKE_WEIGHTS_HINT}", path=f"test.pcb.weights {path}")
-    try:
-        params = ms.load_checkpoint(path)
-    except Exception as e:  # MindSpore raises ValueError/RuntimeError for unreadable files
-        raise InputError(f"not a readable MindSpore checkpoint ({type(e).__name__})", path=path) from None
-    wanted = {p.name: p for p in resnet.get_parameters()}
-    missing = [n for n in wanted if n not in params]
+    missing, _, mismatched = io.load_into(resnet, io.load_checkpoint(path))
     if missing:
         raise InputError(f"not a mindcv {model_name} checkpoint: {len(missing)} parameters missing "
                          f"(first: {missing[0]})", path=path)
-    bad = [n for n, p in wanted.items() if tuple(params[n].shape) != tuple(p.shape)]
-    if bad:
-        raise InputError(f"not a mindcv {model_name} checkpoint: {bad[0]} has shape "
-                         f"{tuple(params[bad[0]].shape)}, expected {tuple(wanted[bad[0]].shape)}", path=path)
-    ms.load_param_into_net(resnet, {n: params[n] for n in wanted}, strict_load=True)
+    if mismatched:
+        first = mismatched[0]
+        raise InputError(f"not a mindcv {model_name} checkpoint: {first.name} has shape "
+                         f"{first.checkpoint_shape}, expected {first.model_shape}", path=path)
 
 
 class ImageNetResNetFeatures:
