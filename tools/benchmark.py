@@ -30,7 +30,7 @@ def _run(recipe, as_json, **kwargs):
 
 
 @click.command()
-@click.argument("recipe", type=click.Path())
+@cli.recipe_argument
 @click.option("--mode", type=click.Choice(MODES), default="infer", show_default=True,
               help="train: one optimizer step; infer: one forward pass; data: loader images/s.")
 @click.option("--batch", type=int, default=None,
@@ -49,10 +49,8 @@ def _run(recipe, as_json, **kwargs):
 @click.option("--threads", type=int, default=None,
               help="MindSpore runtime_num_threads [default: MindSpore's].")
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON line.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a recipe key, e.g. --set model.depth=50 (repeatable).")
-@click.option("--device", type=click.Choice(["CPU", "GPU", "Ascend"]), default="CPU",
-              show_default=True, help="MindSpore device target.")
+@cli.set_option
+@cli.device_option
 @cli.debug_option
 def main(recipe, mode, batch, size, iters, warmup, breakdown, num_images, seed, fold_bn, threads,
          as_json, overrides, device, debug):

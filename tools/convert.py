@@ -99,8 +99,9 @@ def run(kind, src, dst, recipe, overrides, source_classes):
 @click.argument("kind", type=click.Choice(IMAGENET_KINDS + DETECTOR_KINDS))
 @click.argument("src")
 @click.argument("dst")
-@click.option("--recipe", default=None, help="defrcn/port: the recipe whose model the checkpoint is for.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Recipe override (repeatable).")
+@click.option("--recipe", default=None, type=click.Path(dir_okay=False), metavar="RECIPE",
+              help="defrcn/port: the recipe whose model the checkpoint is for.")
+@cli.set_option
 @click.option("--source-classes", default=None, metavar="A,B,...",
               help="defrcn/port: the source predictor's classes in row order (default: inferred from "
                    "its row count among the recipe's base/novel/all lists).")

@@ -31,8 +31,8 @@ def doctor(recipe, overrides, init):
 
 
 @click.command()
-@click.argument("recipe", type=click.Path())
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a cfg key (repeatable).")
+@cli.recipe_argument
+@cli.set_option
 @click.option("--init", default=None, type=click.Path(), help="Initial weights the run would start from.")
 @cli.debug_option
 def main(recipe, overrides, init, debug):

@@ -15,15 +15,13 @@ from defrcn.engine.evaluate import evaluate_recipe
 
 
 @click.command()
-@click.argument("recipe", type=click.Path())
+@cli.recipe_argument
 @click.option("--checkpoint", required=True, help="The .ckpt to evaluate.")
 @click.option("--pcb/--no-pcb", default=None,
               help="Rescore with the prototypical calibration block (default: test.pcb.enable).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a recipe key, e.g. --set data.root=datasets/toy (repeatable).")
-@click.option("--output-dir", default=None, help="Where to write (default: the checkpoint's folder).")
-@click.option("--device", type=click.Choice(["CPU", "GPU", "Ascend"]), default="CPU",
-              show_default=True, help="MindSpore device target.")
+@cli.set_option
+@cli.output_dir_option(default_text="the checkpoint's folder")
+@cli.device_option
 @cli.debug_option
 def main(recipe, checkpoint, pcb, overrides, output_dir, device, debug):
     """Evaluate CHECKPOINT on the test set of RECIPE (COCO or VOC protocol)."""

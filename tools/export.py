@@ -1,7 +1,7 @@
 """Export a trained detector's inference graph (MINDIR) for MindSpore serving / Lite.
 
     python tools/export.py recipes/toy_base.py --checkpoint output/toy_base/model_final.ckpt \\
-        --format MINDIR --out toy_base.mindir
+        --format MINDIR --output toy_base.mindir
 
 Inputs of the graph: images float32 (1, 3, H, W) on the recipe's first canvas (normalised,
 padded bottom/right) and image_sizes float32 (1, 2) = (h, w) of the content; outputs:
@@ -18,24 +18,24 @@ from defrcn.engine import cli
 os.environ.setdefault("GLOG_v", "3")
 
 
-def _export(recipe, checkpoint, out, **kwargs):
+def _export(recipe, checkpoint, output, **kwargs):
     from defrcn.inference.export import export_model
 
-    click.echo(f"wrote {export_model(recipe, checkpoint, out, **kwargs)}")
+    click.echo(f"wrote {export_model(recipe, checkpoint, output, **kwargs)}")
 
 
 @click.command()
-@click.argument("recipe", type=click.Path())
+@cli.recipe_argument
 @click.option("--checkpoint", required=True, type=click.Path(), help="Model checkpoint (.ckpt).")
 @click.option("--format", "file_format", default="MINDIR", show_default=True,
               help="Export format (only MINDIR).")
-@click.option("--out", required=True, type=click.Path(), help="Output file, written exactly as named.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe setting.")
-@click.option("--device", default="CPU", show_default=True, help="CPU, GPU or Ascend.")
+@cli.output_option(required=True)
+@cli.set_option
+@cli.device_option
 @cli.debug_option
-def main(recipe, checkpoint, file_format, out, overrides, device, debug):
-    """Export RECIPE's detector with CHECKPOINT to --out."""
-    cli.run(_export, recipe, checkpoint, out, file_format=file_format, overrides=overrides,
+def main(recipe, checkpoint, file_format, output, overrides, device, debug):
+    """Export RECIPE's detector with CHECKPOINT to --output (written exactly as named)."""
+    cli.run(_export, recipe, checkpoint, output, file_format=file_format, overrides=overrides,
             device=device, debug=debug)
 
 

@@ -1,9 +1,9 @@
 """Detect objects in images and write labelled PNGs and JSON detections.
 
     python tools/infer.py recipes/toy_base.py --checkpoint output/toy_base/model_final.ckpt \\
-        photo.jpg more_photos/ --out predictions/
+        photo.jpg more_photos/ --output-dir predictions/
 
-Per image: OUT/<stem>.png (boxes with `class score`) and OUT/<stem>.json
+Per image: OUTPUT_DIR/<stem>.png (boxes with `class score`) and OUTPUT_DIR/<stem>.json
 ({"image", "width", "height", "detections": [{"bbox": [x0, y0, x1, y1], "score",
 "category", "category_id"}]}, boxes in the image's own pixels). Folders expand to their
 .jpg/.jpeg/.png files.
@@ -13,27 +13,28 @@ import click
 from defrcn.engine import cli
 
 
-def _infer(recipe, checkpoint, images, out, **kwargs):
+def _infer(recipe, checkpoint, images, output_dir, **kwargs):
     from defrcn.inference.infer import infer_to_folder
 
-    written = infer_to_folder(recipe, checkpoint, images, out, **kwargs)
-    click.echo(f"wrote {len(written)} images' detections to {out}")
+    written = infer_to_folder(recipe, checkpoint, images, output_dir, **kwargs)
+    click.echo(f"wrote {len(written)} images' detections to {output_dir}")
 
 
 @click.command()
-@click.argument("recipe", type=click.Path())
+@cli.recipe_argument
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--checkpoint", required=True, type=click.Path(), help="Model checkpoint (.ckpt).")
-@click.option("--out", required=True, type=click.Path(), help="Output folder.")
+@cli.output_dir_option(required=True)
 @click.option("--score-thresh", default=0.5, show_default=True, type=float,
               help="Keep detections scoring at least this (lowers the model's own threshold if needed).")
 @click.option("--pcb", is_flag=True, help="Rescore with prototypical calibration (PCB).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe setting.")
-@click.option("--device", default="CPU", show_default=True, help="CPU, GPU or Ascend.")
+@cli.set_option
+@cli.device_option
 @cli.debug_option
-def main(recipe, images, checkpoint, out, score_thresh, pcb, overrides, device, debug):
-    """Run RECIPE's detector with CHECKPOINT on IMAGES (files or folders)."""
-    cli.run(_infer, recipe, checkpoint, images, out, score_thresh=score_thresh, pcb=pcb,
+def main(recipe, images, checkpoint, output_dir, score_thresh, pcb, overrides, device, debug):
+    """Run RECIPE's detector with CHECKPOINT on IMAGES (files or folders); write a labelled
+    PNG and a JSON per image into --output-dir."""
+    cli.run(_infer, recipe, checkpoint, images, output_dir, score_thresh=score_thresh, pcb=pcb,
             overrides=overrides, device=device, debug=debug)
 
 

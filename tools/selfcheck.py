@@ -13,7 +13,7 @@ agrees, 1 when one departs or a side fails, 2 on bad options.
 import click
 
 from defrcn.engine import cli
-from defrcn.apps.selfcheck import DEPTHS, DEVICES, MODES, RTOL, compare_folder, run_selfcheck
+from defrcn.apps.selfcheck import DEPTHS, MODES, RTOL, compare_folder, run_selfcheck
 
 
 def selfcheck(device, against, compare_dir, **options):
@@ -31,8 +31,8 @@ def selfcheck(device, against, compare_dir, **options):
 
 
 @click.command()
-@click.option("--device", type=click.Choice(DEVICES), default=None, help="The device to check.")
-@click.option("--against", type=click.Choice(DEVICES), default="CPU", show_default=True,
+@click.option("--device", type=cli.DEVICE_CHOICE, default=None, help="The device to check.")
+@click.option("--against", type=cli.DEVICE_CHOICE, default="CPU", show_default=True,
               help="The reference device.")
 @click.option("--mode", type=click.Choice(MODES), default="graph", show_default=True,
               help="MindSpore execution mode of both sides (training runs in graph mode).")

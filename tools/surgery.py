@@ -42,16 +42,18 @@ def make_surgery_checkpoint(checkpoint, method, recipe, overrides, output, seed)
 
 
 @click.command()
-@click.option("--checkpoint", required=True, help="The base run's checkpoint (e.g. OUTPUT/model_final.ckpt).")
+@click.option("--checkpoint", required=True, help="The base run's checkpoint (e.g. its OUTPUT_DIR/model_final.ckpt).")
 @click.option("--method", required=True, type=click.Choice(["randinit", "remove"]),
               help="randinit: grow the predictor to all classes (gFSOD); remove: drop it (FSOD).")
-@click.option("--recipe", required=True, help="The fine-tune recipe (its class lists and setting).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Recipe override (repeatable).")
-@click.option("--output", required=True, help="Output .ckpt (written atomically, with a .sha256).")
+@click.option("--recipe", required=True, type=click.Path(dir_okay=False), metavar="RECIPE",
+              help="The fine-tune recipe (its class lists and setting).")
+@cli.set_option
+@cli.output_option(required=True)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the new rows' N(0, 0.01) draw.")
 @cli.debug_option
 def main(checkpoint, method, recipe, overrides, output, seed, debug):
-    """Checkpoint surgery for few-shot fine-tuning (DeFRCN tools/model_surgery.py)."""
+    """Checkpoint surgery for few-shot fine-tuning (DeFRCN tools/model_surgery.py): write the
+    fine-tune RECIPE's starting point to --output (a .ckpt, written atomically, with a .sha256)."""
     cli.run(make_surgery_checkpoint, checkpoint, method, recipe, list(overrides), output, seed, debug=debug)
 
 

@@ -8,7 +8,7 @@ The recipe states the reference total batch (16, as the paper). On any devices x
 images per device the schedule is rescaled so the run sees the same number of images
 (LR x B/16, iterations x 16/B), or gradients are accumulated up to the reference batch
 with `--set solver.accumulate=true`. The effective schedule is printed at start and
-stored in OUTPUT/config.json.
+stored in OUTPUT_DIR/config.json.
 """
 import click
 
@@ -16,13 +16,13 @@ from defrcn.engine import cli
 
 
 @click.command()
-@click.argument("recipe", type=click.Path())
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a cfg key (repeatable).")
-@click.option("--output-dir", default=None, help="Output folder (default: cfg.output_dir).")
-@click.option("--device", default="CPU", type=click.Choice(["CPU", "GPU", "Ascend"]), show_default=True)
-@click.option("--resume", is_flag=True, help="Continue from OUTPUT/last_checkpoint.")
+@cli.recipe_argument
+@cli.set_option
+@cli.output_dir_option(default_text="the recipe's output_dir")
+@cli.device_option
+@click.option("--resume", is_flag=True, help="Continue from OUTPUT_DIR/last_checkpoint.")
 @click.option("--init", default=None, type=click.Path(), help="Initial weights (a .ckpt).")
-@click.option("--seeds", default=None, help="Split seeds such as 0-9: one run each into OUTPUT/seed<S>.")
+@click.option("--seeds", default=None, help="Split seeds such as 0-9: one run each into OUTPUT_DIR/seed<S>.")
 @click.option("--eval/--no-eval", "evaluate", default=True, show_default=True,
               help="Evaluate on the test set at eval periods and at the end.")
 @click.option("--pynative", is_flag=True, help="PyNative mode (debugging) instead of graph mode.")

@@ -77,9 +77,9 @@ def _recipe(name):
 def _prepare_output(out, plan):
     """Create OUT; clear the stage folders of an earlier demo; refuse a folder of other files."""
     if os.path.exists(out) and not os.path.isdir(out):
-        raise InputError("exists and is not a directory; pick another --out", path=out)
+        raise InputError("exists and is not a directory; pick another --output-dir", path=out)
     if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, MARKER)):
-        raise InputError("holds files that are not from the demo; pick another --out", path=out)
+        raise InputError("holds files that are not from the demo; pick another --output-dir", path=out)
     os.makedirs(out, exist_ok=True)
     for name in OWNED:
         path = os.path.join(out, name.format(shots=plan.shots))

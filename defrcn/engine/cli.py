@@ -4,6 +4,9 @@ Bad input (`InputError`, click usage errors) prints one line and exits 2; any ot
 failure prints one line and exits 1. A traceback is printed only with `--debug` or
 `DEFRCN_DEBUG=1`. MindSpore 2.8 prints `Cell.__del__` noise when Cells are collected
 at interpreter exit, so tools leave through `os._exit` after flushing.
+
+The options the tools share are defined here once (RECIPE, --set, --device, --output-dir,
+--output, --debug), so each is spelled and explained the same way everywhere.
 """
 import os
 import sys
@@ -17,6 +20,7 @@ import click
 os.environ.setdefault("GLOG_v", "3")
 
 from defrcn.errors import InputError
+from defrcn.utils.device import DEVICES
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -75,3 +79,36 @@ def main_guard(command):
 debug_option = click.option(
     "--debug", is_flag=True, help="Print full tracebacks (also DEFRCN_DEBUG=1)."
 )
+
+
+# --- The options the tools share: defined here once, spelled and explained the same way in every
+# tool. A folder is --output-dir, a file is --output.
+DEVICE_CHOICE = click.Choice(DEVICES)
+
+recipe_argument = click.argument("recipe", type=click.Path(dir_okay=False))
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a recipe setting, e.g. --set solver.max_iter=50 (repeatable).",
+)
+
+device_option = click.option(
+    "--device", type=DEVICE_CHOICE, default="CPU", show_default=True, help="MindSpore device target.",
+)
+
+
+def output_dir_option(default=None, *, required=False, default_text=None):
+    """--output-dir DIR, the folder a tool writes into; `default_text` describes a computed
+    default in --help ("[default: ...]")."""
+    return click.option(
+        "--output-dir", type=click.Path(file_okay=False), metavar="DIR", default=default,
+        required=required, show_default=default_text or default is not None, help="Output folder.",
+    )
+
+
+def output_option(default=None, *, required=False, default_text=None):
+    """--output FILE, the one file a tool writes; `default_text` as for output_dir_option."""
+    return click.option(
+        "--output", type=click.Path(dir_okay=False), metavar="FILE", default=default,
+        required=required, show_default=default_text or default is not None, help="Output file.",
+    )

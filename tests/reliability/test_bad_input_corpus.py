@@ -98,7 +98,7 @@ def split_class_not_in_data_set(case):
 
 def more_shots_than_instances(case):
     return ["split", "custom", "--annotations", case.root / "annotations" / "train.json",
-            "--shots", "1000", "--seeds", "0", "--out", case.out / "fewshot"]
+            "--shots", "1000", "--seeds", "0", "--output-dir", case.out / "fewshot"]
 
 
 def recipe_that_raises(case):

@@ -81,10 +81,10 @@ def test_cli_prints_the_table_writes_json_and_lists_left_out_runs(sweep):
     assert f"- {runs[3]}: metrics.json: not valid JSON" in table and f"- {runs[4]}:" in table
 
 
-def test_a_sweep_folder_stands_for_its_seeds_and_out_and_per_class_options(sweep, tmp_path):
+def test_a_sweep_folder_stands_for_its_seeds_and_output_and_per_class_options(sweep, tmp_path):
     assert expand_run_dirs([sweep]) == [str(sweep / f"seed{s}") for s in range(5)]
     out = tmp_path / "elsewhere" / "summary.json"
-    result = run_aggregate(sweep, "--out", out, "--per-class")
+    result = run_aggregate(sweep, "--output", out, "--per-class")
     assert result.returncode == 0, result.stderr
     assert "| per_class/red_circle | 34.00 |" in result.stdout
     assert json.loads(out.read_text())["files"]["metrics.json"]["metrics"]["nAP50"]["n"] == 3

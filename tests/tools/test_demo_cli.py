@@ -24,7 +24,7 @@ def _run(*args):
 @pytest.mark.slow
 def test_quick_demo_runs_every_stage(tmp_path):
     out = tmp_path / "demo"
-    result = _run("--quick", "--out", out)
+    result = _run("--quick", "--output-dir", out)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -37,12 +37,12 @@ def test_quick_demo_runs_every_stage(tmp_path):
         assert all(0.0 <= value <= 100.0 for value in summary["results"][key].values())
     assert summary["iterations"] == {"base": 3, "finetune": 3} and summary["quick"] is True
     assert summary["seconds_per_step"]["base"] > 0 and summary["seconds_per_step"]["finetune"] > 0
-    # the stages' own outputs, all under --out
+    # the stages' own outputs, all under --output-dir
     assert (out / "data" / "fewshot" / "full_box_10shot_white_arrow_trainval.json").is_file()
     assert (out / "toy_base" / "model_reset_surgery.ckpt").is_file()
     for name in ("metrics.json", "metrics_pcb.json", "model_final.ckpt"):
         assert (out / "toy_10shot" / name).is_file()
-    assert list((out / "toy_10shot" / "pcb").iterdir())  # the prototype cache stays under --out
+    assert list((out / "toy_10shot" / "pcb").iterdir())  # the prototype cache stays under --output-dir
     pngs = sorted((out / "predictions").glob("*.png"))
     assert [p for p in summary["predictions"]] == [str(p) for p in pngs] and len(pngs) == 2
     for png in pngs:
@@ -53,7 +53,7 @@ def test_quick_demo_runs_every_stage(tmp_path):
 
 def test_refuses_a_folder_it_does_not_own(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    result = _run("--quick", "--out", tmp_path)
+    result = _run("--quick", "--output-dir", tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr

@@ -49,10 +49,10 @@ def test_mindir_runs_like_the_python_model(toy, tmp_path):
 
     overrides, checkpoint = toy
     out = tmp_path / "exported" / "toy_detector.mindir"
-    result = _run(RECIPE, "--checkpoint", checkpoint, "--format", "MINDIR", "--out", out, overrides=overrides)
+    result = _run(RECIPE, "--checkpoint", checkpoint, "--format", "MINDIR", "--output", out, overrides=overrides)
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr  # no MindSpore noise, no traceback
-    assert sorted(os.listdir(out.parent)) == [out.name], "exactly --out, no suffix, no temp files"
+    assert sorted(os.listdir(out.parent)) == [out.name], "exactly --output, no suffix, no temp files"
 
     graph = nn.GraphCell(ms.load(str(out)))
     cfg, model, _ = load_model_for_inference(os.path.join(REPO, RECIPE), checkpoint, overrides)
@@ -73,8 +73,8 @@ def test_mindir_runs_like_the_python_model(toy, tmp_path):
 
 
 @pytest.mark.parametrize("make_args, expected", [
-    (lambda p, ckpt: ["--checkpoint", ckpt, "--format", "ONNX", "--out", p / "m.onnx"], "only MINDIR"),
-    (lambda p, ckpt: ["--checkpoint", ckpt, "--out", p], "--out is a folder"),
+    (lambda p, ckpt: ["--checkpoint", ckpt, "--format", "ONNX", "--output", p / "m.onnx"], "only MINDIR"),
+    (lambda p, ckpt: ["--checkpoint", ckpt, "--output", p], "is a directory"),  # --output is a file
 ])
 def test_bad_input_is_one_line_and_exit_2(toy, tmp_path, make_args, expected):
     _, checkpoint = toy

@@ -62,7 +62,7 @@ def test_writes_png_and_json_per_image_of_any_aspect(toy, tmp_path):
     (folder / "notes.txt").write_text("not an image: folders expand to .jpg/.jpeg/.png only")
     _write_image(tmp_path / "portrait.png", 140, 90, seed=2)
     out = tmp_path / "out"
-    result = _run(RECIPE, "--checkpoint", checkpoint, folder, tmp_path / "portrait.png", "--out", out,
+    result = _run(RECIPE, "--checkpoint", checkpoint, folder, tmp_path / "portrait.png", "--output-dir", out,
                   "--score-thresh", 0, overrides=overrides)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -96,7 +96,7 @@ def test_frozen_bn_model_is_folded_and_predicts_what_the_plain_one_does(toy, tmp
     records = {}
     for norm in ("bn", "frozen_bn"):
         out = tmp_path / norm
-        result = _run(RECIPE, "--checkpoint", checkpoint, tmp_path / "image.jpg", "--out", out,
+        result = _run(RECIPE, "--checkpoint", checkpoint, tmp_path / "image.jpg", "--output-dir", out,
                       "--score-thresh", 0, overrides=overrides + [f"model.norm={norm}"])
         assert result.returncode == 0, result.stderr
         records[norm] = json.loads((out / "image.json").read_text())["detections"]
@@ -115,7 +115,7 @@ def test_detections_do_not_depend_on_the_canvas(toy, tmp_path):
     records = []
     for canvas in ("[[128,128]]", "[[160,192]]", "[[256,256]]"):
         out = tmp_path / canvas.strip("[]").replace(",", "x")
-        result = _run(RECIPE, "--checkpoint", checkpoint, tmp_path / "image.jpg", "--out", out,
+        result = _run(RECIPE, "--checkpoint", checkpoint, tmp_path / "image.jpg", "--output-dir", out,
                       "--score-thresh", 0, overrides=overrides + [f"input.canvases={canvas}"])
         assert result.returncode == 0, result.stderr
         records.append(json.loads((out / "image.json").read_text())["detections"])
@@ -132,24 +132,24 @@ def test_unreadable_image_is_one_line_and_exit_2(toy, tmp_path):
     _write_image(tmp_path / "good.jpg", 64, 64, seed=3)
     (tmp_path / "broken.jpg").write_bytes(b"this is not a jpeg")
     result = _run(RECIPE, "--checkpoint", checkpoint, tmp_path / "good.jpg", tmp_path / "broken.jpg",
-                  "--out", tmp_path / "out", overrides=overrides)
+                  "--output-dir", tmp_path / "out", overrides=overrides)
     line = _one_error_line(result)
     assert "broken.jpg" in line and "cannot read image" in line
     assert not (tmp_path / "out").exists(), "nothing is written before every image was checked"
 
 
 @pytest.mark.parametrize("make_args, expected", [
-    (lambda p, ckpt: ["--checkpoint", p / "none.ckpt", p / "a.jpg", "--out", p / "o"], "none.ckpt"),
-    (lambda p, ckpt: ["--checkpoint", ckpt, p / "missing.jpg", "--out", p / "o"], "missing.jpg"),
-    (lambda p, ckpt: ["--checkpoint", ckpt, p / "empty", "--out", p / "o"], "no jpg/jpeg/png files"),
-    (lambda p, ckpt: ["--checkpoint", ckpt, p / "a.jpg", "--out", p / "o", "--score-thresh", 2],
+    (lambda p, ckpt: ["--checkpoint", p / "none.ckpt", p / "a.jpg", "--output-dir", p / "o"], "none.ckpt"),
+    (lambda p, ckpt: ["--checkpoint", ckpt, p / "missing.jpg", "--output-dir", p / "o"], "missing.jpg"),
+    (lambda p, ckpt: ["--checkpoint", ckpt, p / "empty", "--output-dir", p / "o"], "no jpg/jpeg/png files"),
+    (lambda p, ckpt: ["--checkpoint", ckpt, p / "a.jpg", "--output-dir", p / "o", "--score-thresh", 2],
      "--score-thresh"),
-    (lambda p, ckpt: ["--checkpoint", ckpt, p / "a.png", "--out", p], "would overwrite"),
+    (lambda p, ckpt: ["--checkpoint", ckpt, p / "a.png", "--output-dir", p], "would overwrite"),
 ])
 def test_bad_input_is_one_line_and_exit_2(toy, tmp_path, make_args, expected):
     overrides, checkpoint, _ = toy
     _write_image(tmp_path / "a.jpg", 32, 32, seed=4)
-    _write_image(tmp_path / "a.png", 32, 32, seed=4)  # OUT/a.png would be this file
+    _write_image(tmp_path / "a.png", 32, 32, seed=4)  # OUTPUT_DIR/a.png would be this file
     (tmp_path / "empty").mkdir()
     result = _run(RECIPE, *make_args(tmp_path, checkpoint), overrides=overrides)
     assert expected in _one_error_line(result)

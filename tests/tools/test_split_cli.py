@@ -35,7 +35,7 @@ def write_custom(root, annotations=None, images=None):
 def test_custom_splits_are_written_and_read_back(tmp_path):
     train = write_custom(tmp_path)
     result = run_split("custom", "--annotations", train, "--shots", "1,2", "--seeds", "0,3",
-                       "--out", tmp_path / "fewshot")
+                       "--output-dir", tmp_path / "fewshot")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "fewshot" / "full_box_2shot_kite_trainval.json").is_file()
     assert (tmp_path / "fewshot" / "seed3" / "full_box_1shot_ball_trainval.json").is_file()
@@ -58,7 +58,7 @@ def test_voc_splits_are_written_and_read_back(tmp_path):
             f"<annotation><size><width>16</width><height>16</height></size>{objects}</annotation>")
         Image.new("RGB", (16, 16)).save(voc / "JPEGImages" / f"{file_id}.jpg")
     (voc / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids) + "\n")
-    result = run_split("voc", "--root", tmp_path, "--shots", "1,3", "--seeds", "0-1", "--out", tmp_path / "vocsplit")
+    result = run_split("voc", "--root", tmp_path, "--shots", "1,3", "--seeds", "0-1", "--output-dir", tmp_path / "vocsplit")
     assert result.returncode == 0, result.stderr
     lines = (tmp_path / "vocsplit" / "seed1" / "box_3shot_cow_train.txt").read_text().split()
     assert 2 <= len(lines) <= 3 and all(line.startswith("datasets/VOC2007/JPEGImages/") for line in lines)
@@ -91,24 +91,24 @@ def assert_one_line_error(result, *fragments):
 def test_bad_custom_annotations_are_one_line_errors(tmp_path, case):
     annotations, message = BAD_ANNOTATIONS[case]
     train = write_custom(tmp_path, annotations)
-    result = run_split("custom", "--annotations", train, "--shots", "1,2", "--seeds", "0", "--out", tmp_path / "o")
+    result = run_split("custom", "--annotations", train, "--shots", "1,2", "--seeds", "0", "--output-dir", tmp_path / "o")
     assert_one_line_error(result, str(train), message)
 
 
 def test_bad_files_and_options_are_one_line_errors(tmp_path):
     out = tmp_path / "o"
     missing = tmp_path / "nope.json"
-    assert_one_line_error(run_split("coco", "--annotations", missing, "--out", out), str(missing), "file not found")
+    assert_one_line_error(run_split("coco", "--annotations", missing, "--output-dir", out), str(missing), "file not found")
     corrupt = tmp_path / "corrupt.json"
     corrupt.write_text('{"images": [\n}')
-    assert_one_line_error(run_split("coco", "--annotations", corrupt, "--out", out), str(corrupt), "not valid JSON")
+    assert_one_line_error(run_split("coco", "--annotations", corrupt, "--output-dir", out), str(corrupt), "not valid JSON")
     train = write_custom(tmp_path / "c")
-    assert_one_line_error(run_split("custom", "--annotations", train, "--classes", "kite,plane", "--out", out),
+    assert_one_line_error(run_split("custom", "--annotations", train, "--classes", "kite,plane", "--output-dir", out),
                           str(train), "class 'plane' is not among the categories")
     (tmp_path / "c" / "images" / "train" / "4.png").unlink()
-    assert_one_line_error(run_split("custom", "--annotations", train, "--out", out), "4.png", "image not found")
-    assert_one_line_error(run_split("coco", "--annotations", train, "--seeds", "x-2", "--out", out), "--seeds")
-    assert_one_line_error(run_split("voc", "--out", out), "--root")
-    assert_one_line_error(run_split("voc", "--root", tmp_path, "--out", out), str(tmp_path), "no VOC2007/")
-    assert_one_line_error(run_split("imagenet", "--out", out), "imagenet")
+    assert_one_line_error(run_split("custom", "--annotations", train, "--output-dir", out), "4.png", "image not found")
+    assert_one_line_error(run_split("coco", "--annotations", train, "--seeds", "x-2", "--output-dir", out), "--seeds")
+    assert_one_line_error(run_split("voc", "--output-dir", out), "--root")
+    assert_one_line_error(run_split("voc", "--root", tmp_path, "--output-dir", out), str(tmp_path), "no VOC2007/")
+    assert_one_line_error(run_split("imagenet", "--output-dir", out), "imagenet")
     assert not out.exists()
