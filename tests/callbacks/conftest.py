@@ -33,11 +33,9 @@ class BatchSource:
 
 
 @pytest.fixture
-def tiny_training():
+def tiny_training(pynative_mode):
     """`train(make_callbacks, max_iter, start_iter=0, bad_steps=(), lr=0.05)`: builds the
     TrainStep and optimizer, calls make_callbacks(optimizer) and runs Model.train."""
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
 
     def train(make_callbacks, max_iter, start_iter=0, bad_steps=(), lr=0.05):
         ms.set_seed(0)
@@ -49,5 +47,4 @@ def tiny_training():
         run_training(step, data, make_callbacks(optimizer), start_iter, max_iter)
         return step
 
-    yield train
-    ms.set_context(mode=previous)
+    return train

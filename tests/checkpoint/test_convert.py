@@ -4,7 +4,6 @@ import sys
 import numpy as np
 import pytest
 
-import mindspore as ms
 import mindspore.nn as nn
 from mindspore import Tensor
 
@@ -16,14 +15,6 @@ from defrcn.errors import InputError
 from defrcn.testing import torchvision_resnet_shapes, write_torch_file
 
 MAX_ABS_DIFF = 2e-4  # logits up to ~25; measured 6e-6 and 2e-5: float32 summation order
-
-
-@pytest.fixture
-def pynative():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
 
 
 def test_torchvision_names_map_to_mindcv():
@@ -91,7 +82,7 @@ def torch_resnet_forward(state, x, torch):
 
 
 @pytest.mark.parametrize("depth", [18, 50])
-def test_torchvision_weights_compute_the_same_function_in_mindcv(depth, tmp_path, pynative):
+def test_torchvision_weights_compute_the_same_function_in_mindcv(depth, tmp_path, pynative_mode):
     torch = pytest.importorskip("torch")
     import mindcv
 

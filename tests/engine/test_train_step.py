@@ -9,14 +9,6 @@ from defrcn.engine.train_step import TrainStep
 from defrcn.testing import TinyRegression
 
 
-@pytest.fixture(params=[ms.GRAPH_MODE, ms.PYNATIVE_MODE], ids=["graph", "pynative"])
-def mode(request):
-    previous = ms.get_context("mode")
-    ms.set_context(mode=request.param)
-    yield request.param
-    ms.set_context(mode=previous)
-
-
 def batch(size, seed=3):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(size, 3)).astype(np.float32)
@@ -38,7 +30,7 @@ def weights(network):
     return {p.name: p.asnumpy().copy() for p in network.trainable_params()}
 
 
-def test_returns_every_part_and_updates(mode):
+def test_returns_every_part_and_updates(each_mode):
     network, _, step = build("momentum")
     before = weights(network)
     x, y = batch(4)
@@ -56,7 +48,7 @@ def test_returns_every_part_and_updates(mode):
 
 
 @pytest.mark.parametrize("optimizer_kind", ["sgd", "momentum"])
-def test_accumulation_of_two_halves_equals_one_full_batch(mode, optimizer_kind):
+def test_accumulation_of_two_halves_equals_one_full_batch(each_mode, optimizer_kind):
     network_full, optimizer_full, step_full = build(optimizer_kind)
     network_acc, optimizer_acc, step_acc = build(optimizer_kind, accumulation=2)
     for update in range(3):
@@ -121,7 +113,7 @@ for accumulation, scaled in ((1, False), (2, False), (1, True), (2, True)):
 
 @pytest.mark.slow
 @pytest.mark.msrun
-def test_data_parallel_two_ranks_equals_one_full_batch(tmp_path):
+def test_data_parallel_two_ranks_equals_one_full_batch(tmp_path, graph_mode):
     """msrun, 2 CPU workers, batch 4 each (and 2x2 with accumulation) == batch 8 alone; also
     with a (float32-exact) static loss scale, whose finite check follows the all-reduce."""
     import os
@@ -141,16 +133,11 @@ def test_data_parallel_two_ranks_equals_one_full_batch(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    try:
-        network, _, step = build("momentum")
-        for update in range(3):
-            x, y = batch(8, seed=update)
-            step(x, y)
-        expected = weights(network)
-    finally:
-        ms.set_context(mode=previous)
+    network, _, step = build("momentum")
+    for update in range(3):
+        x, y = batch(8, seed=update)
+        step(x, y)
+    expected = weights(network)
     for rank, accumulation, suffix in [(r, a, s) for r in (0, 1) for a in (1, 2) for s in ("", "_scaled")]:
         got = np.load(tmp_path / f"rank{rank}_acc{accumulation}{suffix}.npz")
         for name, value in expected.items():

@@ -70,16 +70,13 @@ class _DecodeCell(nn.Cell):
         return self.coder.decode(deltas, reference), self.coder.encode(reference, reference)
 
 
-def test_usable_in_graph_mode():
+def test_usable_in_graph_mode(in_mode):
     rng = np.random.default_rng(2)
     reference = ms.Tensor(random_boxes(rng, 5))
     deltas = ms.Tensor(rng.normal(size=(5, 8)).astype(np.float32))
     cell = _DecodeCell()
     eager_boxes, eager_zero = cell(deltas, reference)
-    ms.set_context(mode=ms.GRAPH_MODE)
-    try:
+    with in_mode("graph"):
         graph_boxes, graph_zero = cell(deltas, reference)
-    finally:
-        ms.set_context(mode=ms.PYNATIVE_MODE)
     np.testing.assert_allclose(graph_boxes.asnumpy(), eager_boxes.asnumpy(), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(graph_zero.asnumpy(), 0.0, atol=1e-6)

@@ -10,6 +10,8 @@ SMALL_RPN = dict(pre_nms_topk_train=200, post_nms_topk_train=50, pre_nms_topk_te
                  post_nms_topk_test=40, batch_size_per_image=64)
 SMALL_ROI = dict(batch_size_per_image=16, detections_per_image=10, pre_nms_topk=200)
 
+pytestmark = pytest.mark.usefixtures("graph_mode")
+
 
 def _small_model(**overrides):
     kwargs = dict(num_classes=3, depth=18, norm="bn", freeze_at=0, gdl_scale_rpn=0.0,
@@ -56,29 +58,24 @@ def test_freeze_at_3_and_frozen_res5_have_no_trainable_parameters():
     assert any(n.startswith("rpn_branch") for n in trainable)
 
 
-@pytest.mark.parametrize("mode", [ms.GRAPH_MODE, ms.PYNATIVE_MODE])
-def test_training_returns_finite_losses_and_inference_fixed_shapes(mode):
-    ms.set_context(mode=mode)
-    try:
-        ms.set_seed(0)
-        model = _small_model()
-        model.set_train(True)
-        outputs = model(*_batch())
-        assert len(outputs) == 5
-        values = [float(o.asnumpy()) for o in outputs]
-        assert all(np.isfinite(values)), values
-        assert abs(values[0] - sum(values[1:])) < 1e-4
-        model.set_train(False)
-        images, sizes = _batch()[:2]
-        boxes, scores, classes, valid = model(images, sizes)
-        assert boxes.shape == (2, 10, 4)
-        assert scores.shape == classes.shape == valid.shape == (2, 10)
-        kept = valid.asnumpy() > 0
-        b = boxes.asnumpy()[kept]
-        # detections stay inside the image content (h=128, w=112)
-        assert (b[:, 0] >= 0).all() and (b[:, 2] <= 112 + 1e-3).all() and (b[:, 3] <= 128 + 1e-3).all()
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
+def test_training_returns_finite_losses_and_inference_fixed_shapes(each_mode):
+    ms.set_seed(0)
+    model = _small_model()
+    model.set_train(True)
+    outputs = model(*_batch())
+    assert len(outputs) == 5
+    values = [float(o.asnumpy()) for o in outputs]
+    assert all(np.isfinite(values)), values
+    assert abs(values[0] - sum(values[1:])) < 1e-4
+    model.set_train(False)
+    images, sizes = _batch()[:2]
+    boxes, scores, classes, valid = model(images, sizes)
+    assert boxes.shape == (2, 10, 4)
+    assert scores.shape == classes.shape == valid.shape == (2, 10)
+    kept = valid.asnumpy() > 0
+    b = boxes.asnumpy()[kept]
+    # detections stay inside the image content (h=128, w=112)
+    assert (b[:, 0] >= 0).all() and (b[:, 2] <= 112 + 1e-3).all() and (b[:, 3] <= 128 + 1e-3).all()
 
 
 def test_inference_in_roi_chunks_equals_all_at_once():

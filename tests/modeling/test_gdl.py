@@ -23,16 +23,8 @@ class _Loss(nn.Cell):
         return ops.exp(y).sum()
 
 
-@pytest.fixture(params=[ms.GRAPH_MODE, ms.PYNATIVE_MODE], ids=["graph", "pynative"])
-def mode(request):
-    previous = ms.get_context("mode")
-    ms.set_context(mode=request.param)
-    yield request.param
-    ms.set_context(mode=previous)
-
-
 @pytest.mark.parametrize("scale", [0.0, 0.01, 0.75, 1.0])
-def test_gradient_is_scaled_and_forward_unchanged(mode, scale):
+def test_gradient_is_scaled_and_forward_unchanged(each_mode, scale):
     x = ms.Tensor(np.array([[0.5, -1.0, 2.0], [0.0, 1.5, -0.25]], np.float32))
     plain, decoupled = _Loss(None), _Loss(GradientDecoupledLayer(scale))
     assert decoupled(x).asnumpy() == plain(x).asnumpy()
@@ -42,14 +34,14 @@ def test_gradient_is_scaled_and_forward_unchanged(mode, scale):
     np.testing.assert_allclose(grad_decoupled, scale * grad_plain, rtol=1e-6)
 
 
-def test_zero_scale_gives_exact_zeros_even_for_an_infinite_gradient(mode):
+def test_zero_scale_gives_exact_zeros_even_for_an_infinite_gradient(each_mode):
     x = ms.Tensor(np.array([40.0, 1.0], np.float32))  # exp(120) overflows float32: gradient inf
     assert np.isinf(ms.grad(_Loss(None))(x).asnumpy()).any()
     grad = ms.grad(_Loss(GradientDecoupledLayer(0.0)))(x).asnumpy()
     assert (grad == 0).all() and not np.signbit(grad).any()
 
 
-def test_decoupled_branch_scales_only_the_input_gradient(mode):
+def test_decoupled_branch_scales_only_the_input_gradient(each_mode):
     branch = DecoupledBranch(3, scale=0.25)
     x = ms.Tensor(np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2) / 10)
     assert (branch(x).asnumpy() == x.asnumpy()).all()  # weight 1, bias 0 at init

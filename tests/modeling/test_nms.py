@@ -111,7 +111,7 @@ class _NmsCell(nn.Cell):
         return batched_nms(boxes, scores, classes, 0.5, 8)
 
 
-def test_graph_mode_matches_pynative():
+def test_graph_mode_matches_pynative(in_mode):
     rng = np.random.default_rng(5)
     corners = rng.uniform(0, 60, size=(40, 2))
     boxes = ms.Tensor(np.concatenate([corners, corners + rng.uniform(5, 30, (40, 2))], 1)
@@ -120,11 +120,8 @@ def test_graph_mode_matches_pynative():
     classes = ms.Tensor(rng.integers(0, 3, 40).astype(np.int32))
     cell = _NmsCell()
     eager = [t.asnumpy() for t in cell(boxes, scores, classes)]
-    ms.set_context(mode=ms.GRAPH_MODE)
-    try:
+    with in_mode("graph"):
         graph = [t.asnumpy() for t in cell(boxes, scores, classes)]
-    finally:
-        ms.set_context(mode=ms.PYNATIVE_MODE)
     np.testing.assert_array_equal(eager[0], graph[0])
     np.testing.assert_array_equal(eager[1], graph[1])
     assert eager[1].sum() == 8
@@ -202,13 +199,10 @@ class _BlockedCell(nn.Cell):
         return nms_sorted(boxes, usable, 0.5, 30, 16)
 
 
-def test_blocked_nms_in_graph_mode():
+def test_blocked_nms_in_graph_mode(in_mode):
     rng = np.random.default_rng(6)
     boxes = random_boxes(rng, 100)
     usable = rng.random(100) > 0.2
-    ms.set_context(mode=ms.GRAPH_MODE)
-    try:
+    with in_mode("graph"):
         positions, valid = _BlockedCell()(ms.Tensor(boxes), ms.Tensor(usable))
-    finally:
-        ms.set_context(mode=ms.PYNATIVE_MODE)
     assert positions.asnumpy()[valid.asnumpy()].tolist() == np_greedy_sorted(boxes, usable, 0.5)[:30]

@@ -137,38 +137,6 @@ def test_matmul_matches_reference_for_every_sampling(aligned, map_size):
         np.testing.assert_allclose(run(pooler, features, boxes), expected, atol=2e-5)
 
 
-def test_matmul_channels_last_is_a_transpose():
-    from defrcn.modeling.roi_align import roi_align_grouped
-
-    rng = np.random.default_rng(5)
-    features = ms.Tensor(rng.standard_normal((1, 4, 9, 11)).astype(np.float32))
-    boxes = ms.Tensor(grouped_random_rois(rng, 6, batch=1, image_size=144)[1])
-    first = roi_align_grouped(features, boxes, 7, 1 / 16).asnumpy()
-    last = roi_align_grouped(features, boxes, 7, 1 / 16, channels_last=True).asnumpy()
-    np.testing.assert_array_equal(last, first.transpose(0, 2, 3, 1))
-
-
-@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
-def test_matmul_in_roi_chunks_equals_all_at_once_with_gradient(mode):
-    from defrcn.modeling.roi_align import roi_align_grouped
-
-    ms.set_context(mode=mode)
-    rng = np.random.default_rng(6)
-    features = ms.Tensor(rng.standard_normal((2, 3, 9, 11)).astype(np.float32))
-    boxes = ms.Tensor(grouped_random_rois(rng, 10, batch=2, image_size=144)[1])
-    weights = ms.Tensor(rng.standard_normal((20, 3, 7, 7)).astype(np.float32))
-
-    def weighted(rois_per_call):
-        def fn(feature_map):
-            return (roi_align_grouped(feature_map, boxes, 7, 1 / 16, rois_per_call=rois_per_call) * weights).sum()
-        return fn
-
-    whole = ms.value_and_grad(weighted(1000))(features)
-    chunked = ms.value_and_grad(weighted(3))(features)  # chunks of 3, 3, 3, 1
-    np.testing.assert_allclose(chunked[0].asnumpy(), whole[0].asnumpy(), rtol=1e-5)
-    np.testing.assert_allclose(chunked[1].asnumpy(), whole[1].asnumpy(), atol=1e-5)
-
-
 @pytest.mark.parametrize("aligned", [True, False])
 def test_kernel_matches_reference_with_fixed_sampling(aligned):
     rng = np.random.default_rng(0)
@@ -228,8 +196,7 @@ def test_kernel_rois_the_kernel_would_skip_are_pooled():
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_graph_mode_and_gradient_to_features(impl):
-    ms.set_context(mode=ms.GRAPH_MODE)
+def test_graph_mode_and_gradient_to_features(impl, graph_mode):
     rng = np.random.default_rng(3)
     features = ms.Tensor(rng.standard_normal((1, 2, 8, 8)).astype(np.float32))
     boxes = ms.Tensor(np.array([[[0, 0, 64, 64], [8, 8, 56, 40]]], np.float32))
@@ -244,10 +211,9 @@ def test_graph_mode_and_gradient_to_features(impl):
 
 
 @pytest.mark.parametrize("map_size", [(9, 13), (13, 9)])
-def test_matmul_gradient_equals_the_kernels(map_size):
+def test_matmul_gradient_equals_the_kernels(map_size, graph_mode):
     """The hand-written backward of the matmul path against the stock kernel's gradient, for a
     weighted sum of the pooled maps over two images."""
-    ms.set_context(mode=ms.GRAPH_MODE)
     rng = np.random.default_rng(4)
     features = ms.Tensor(rng.standard_normal((2, 3) + map_size).astype(np.float32))
     _, boxes = grouped_random_rois(rng, 12, batch=2, image_size=16 * 9, min_size=8.0, inside=True)

@@ -175,7 +175,7 @@ def test_step_keys_make_sampling_reproducible():
     assert float(first[0].asnumpy()) != float(other[0].asnumpy())
 
 
-def test_graph_mode_gives_the_same_outputs_as_pynative():
+def test_graph_mode_gives_the_same_outputs_as_pynative(in_mode):
     rpn = make_rpn()
     args = inputs(seed=1)
     step = ms.Tensor(3, ms.int32)
@@ -183,14 +183,11 @@ def test_graph_mode_gives_the_same_outputs_as_pynative():
     eager_eval = [t.asnumpy() for t in rpn(*args[:2])]
     rpn.set_train(True)
     eager_train = [t.asnumpy() for t in rpn(*args, step)]
-    ms.set_context(mode=ms.GRAPH_MODE)
-    try:
+    with in_mode("graph"):
         rpn.set_train(False)
         graph_eval = [t.asnumpy() for t in rpn(*args[:2])]
         rpn.set_train(True)
         graph_train = [t.asnumpy() for t in rpn(*args, step)]
-    finally:
-        ms.set_context(mode=ms.PYNATIVE_MODE)
     for eager, graph in zip(eager_eval + eager_train, graph_eval + graph_train):
         np.testing.assert_allclose(graph, eager, rtol=1e-5, atol=1e-4)
     assert np.isfinite(graph_train[2]) and graph_train[2] > 0

@@ -1,5 +1,4 @@
 """Weight-decay groups by parameter kind, and the per-step LR driven by global_step."""
-import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import Parameter, Tensor, nn, ops
