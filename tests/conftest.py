@@ -1,7 +1,7 @@
 """Suite-wide set-up.
 
 MindSpore 2.8.0 prints `Exception ignored in: <function Cell.__del__>` for Cells alive at
-interpreter exit (DESIGN.md section 10); after pytest has reported, leave the process
+interpreter exit; after pytest has reported, leave the process
 directly with pytest's own exit status so that noise never reaches the log.
 """
 import contextlib
@@ -94,6 +94,21 @@ TOY_BASE = ("solver.max_iter=12", "solver.steps=[10]", "solver.warmup_iters=2",
             "solver.checkpoint_period=6")
 
 
+def run_tool(tool, *args, sets=(), timeout=600, env=None):
+    """`python tools/<tool>.py args` (then `--set item` for each of `sets`) from the repo root,
+    to its end: the CompletedProcess (text output). `env` None: this process's environment."""
+    command = [sys.executable, f"tools/{tool}.py", *map(str, args)]
+    for item in sets:
+        command += ["--set", str(item)]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session", name="run_tool")
+def run_tool_fixture():
+    """`run_tool(tool, *args, sets=(), timeout=600, env=None)` for CLI tests."""
+    return run_tool
+
+
 class ToyTools:
     """Runs `python tools/<tool>.py` from the repo root as a user would (GLOG_v=3), with
     `data.root` set to the session's toy data and the TOY_FAST overrides on request."""
@@ -129,8 +144,7 @@ class ToyTools:
         return [sys.executable, f"tools/{tool}.py", *map(str, args)]
 
     def run(self, tool, *args, cache=None, timeout=900):
-        return subprocess.run(self.command(tool, *args), cwd=REPO, capture_output=True, text=True,
-                              timeout=timeout, env=self.env(cache))
+        return run_tool(tool, *args, timeout=timeout, env=self.env(cache))
 
     def start(self, tool, *args, log, cache=None):
         """Popen in its own process group, stdout+stderr to the file `log`."""
@@ -194,3 +208,49 @@ def toy_base_run(toy_tools, tmp_path_factory):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "model_final.ckpt").is_file(), result.stdout[-3000:]
     return out
+
+
+# --- random-weight toy detectors for the inference tools (export, infer, eval, doctor) ---------
+# ResNet-18, one 128 px canvas, few proposals: seconds to build and to run.
+TOY_DETECTOR = ("model.depth=18", "input.canvases=[[128,128]]", "input.min_size_test=128",
+                "input.max_size_test=128", "model.rpn.pre_nms_topk_test=200", "model.rpn.post_nms_topk_test=50")
+
+
+@pytest.fixture(scope="session")
+def toy_checkpoint(tmp_path_factory):
+    """`make(recipe, *overrides, name="model.ckpt")`: the path of a checkpoint of the recipe's
+    model (recipe relative to the repo root) with random weights (seed 0); written once per
+    session for each set of arguments."""
+    made = {}
+
+    def make(recipe, *overrides, name="model.ckpt"):
+        key = (recipe, tuple(map(str, overrides)), name)
+        if key not in made:
+            import mindspore as ms
+
+            from defrcn.checkpoint.io import save_checkpoint
+            from defrcn.config.recipe import load_recipe
+
+            ms.set_seed(0)
+            loaded = load_recipe(REPO / recipe, list(key[1]))
+            path = tmp_path_factory.mktemp("toy_checkpoint") / name
+            save_checkpoint(loaded.model(loaded.cfg), str(path))
+            made[key] = path
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def toy_detector(toy_checkpoint, tmp_path_factory):
+    """A random toy_base detector: `.overrides` (data.root + TOY_DETECTOR), `.checkpoint` (str)
+    and `.root`, a 12 + 4 image synthetic data set at 128 px."""
+    from types import SimpleNamespace
+
+    from defrcn.data.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("toy_detector") / "data"
+    write_synthetic_dataset(str(root), train_images=12, test_images=4, size=128)
+    overrides = [f"data.root={root}", *TOY_DETECTOR]
+    return SimpleNamespace(overrides=overrides, root=root,
+                           checkpoint=str(toy_checkpoint("recipes/toy_base.py", *overrides)))

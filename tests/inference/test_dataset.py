@@ -1,8 +1,5 @@
 """run_inference maps boxes and ids back to the data set; tools/eval.py end to end."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +11,6 @@ from defrcn.errors import InputError
 from defrcn.inference.dataset import run_inference
 from defrcn.recipes.common.builders import Data
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 META = DatasetMeta("stub", ["cat", "dog", "owl"], [5, 9, 12], base_classes=["cat", "dog"],
                    novel_classes=["owl"])
 RECORDS = [
@@ -110,29 +106,21 @@ def toy_root(tmp_path_factory):
     return str(root)
 
 
-def _random_checkpoint(recipe, root, path):
-    from defrcn.checkpoint.io import save_checkpoint
-    from defrcn.config.recipe import load_recipe
+@pytest.fixture
+def evaluate(toy_root, toy_checkpoint, run_tool):
+    """`evaluate(recipe, weights_recipe, name, *extra)`: tools/eval.py of `recipe` on the toy
+    data with random weights of `weights_recipe`'s model, saved as `name`."""
+    def run(recipe, weights_recipe, name, *extra):
+        sets = [f"data.root={toy_root}", *TINY]
+        checkpoint = toy_checkpoint(weights_recipe, *sets, name=name)
+        return run_tool("eval", recipe, "--checkpoint", checkpoint, "--no-pcb", *extra, sets=sets)
 
-    loaded = load_recipe(os.path.join(REPO, recipe), [f"data.root={root}"] + TINY)
-    save_checkpoint(loaded.model(loaded.cfg), str(path))
-    return str(path)
-
-
-def _eval(recipe, root, checkpoint, *extra):
-    args = [sys.executable, "tools/eval.py", recipe, "--checkpoint", checkpoint, "--no-pcb",
-            "--set", f"data.root={root}"]
-    for item in TINY:
-        args += ["--set", item]
-    env = dict(os.environ, GLOG_v="3")
-    return subprocess.run(args + list(extra), cwd=REPO, capture_output=True, text=True, env=env,
-                          timeout=600)
+    return run
 
 
-def test_eval_cli_on_a_random_detector_writes_metrics(toy_root, tmp_path):
-    checkpoint = _random_checkpoint("recipes/toy_1shot.py", toy_root, tmp_path / "model_final.ckpt")
+def test_eval_cli_on_a_random_detector_writes_metrics(evaluate, tmp_path):
     out = tmp_path / "eval"
-    result = _eval("recipes/toy_1shot.py", toy_root, checkpoint, "--output-dir", str(out))
+    result = evaluate("recipes/toy_1shot.py", "recipes/toy_1shot.py", "model_final.ckpt", "--output-dir", out)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "bAP", "bAP50", "nAP", "nAP50",
@@ -143,12 +131,7 @@ def test_eval_cli_on_a_random_detector_writes_metrics(toy_root, tmp_path):
     assert "novel" in result.stdout and "Traceback" not in result.stderr  # the table
 
 
-def test_eval_cli_rejects_a_checkpoint_of_another_class_count(toy_root, tmp_path):
-    checkpoint = _random_checkpoint("recipes/toy_base.py", toy_root, tmp_path / "base.ckpt")
-    result = _eval("recipes/toy_1shot.py", toy_root, checkpoint)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr
-    assert "base.ckpt" in lines[0] and "cls_score.weight" in lines[0]
+def test_eval_cli_rejects_a_checkpoint_of_another_class_count(evaluate, one_line_error):
     all_classes = len(BASE_CLASS_NAMES) + len(NOVEL_CLASS_NAMES)
-    assert f"trained for {len(BASE_CLASS_NAMES)} classes, this recipe has {all_classes}" in lines[0]
+    one_line_error(evaluate("recipes/toy_1shot.py", "recipes/toy_base.py", "base.ckpt"), "base.ckpt",
+                   "cls_score.weight", f"trained for {len(BASE_CLASS_NAMES)} classes, this recipe has {all_classes}")

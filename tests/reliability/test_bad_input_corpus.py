@@ -240,17 +240,9 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def nine_class_checkpoint(tools, tmp_path_factory):
+def nine_class_checkpoint(tools, toy_checkpoint):
     """The toy fine-tune model's weights (9 classes): the wrong model for toy_base (6)."""
-    from defrcn.checkpoint import io
-    from defrcn.engine import load_recipe
-
-    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes/toy_1shot.py",
-                         [f"data.root={tools.data_root}"])
-    model = recipe.model()
-    path = tmp_path_factory.mktemp("corpus_ckpt") / "nine_classes.ckpt"
-    io.save_checkpoint(model, str(path))
-    return path
+    return toy_checkpoint("recipes/toy_1shot.py", f"data.root={tools.data_root}", name="nine_classes.ckpt")
 
 
 def _snapshot(folder):

@@ -30,13 +30,13 @@ def emptied_split(toy_root, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def four_class_checkpoint(toy_base_run, tmp_path_factory):
-    """The toy base checkpoint with its box predictor cut to 4 classes (another base run)."""
+def four_class_checkpoint(toy_root, toy_checkpoint, tmp_path_factory):
+    """A toy base checkpoint with its box predictor cut to 4 classes (another base run)."""
     from defrcn.checkpoint import io
     from defrcn.checkpoint.surgery import BOX_BIAS, BOX_WEIGHT, CLS_BIAS, CLS_WEIGHT, to_save_list
 
-    params = {k: v.asnumpy() for k, v in io.load_checkpoint(str(toy_base_run / "model_final.ckpt")).items()
-              if not isinstance(v, str)}
+    base = toy_checkpoint("recipes/toy_base.py", f"data.root={toy_root}")
+    params = {k: v.asnumpy() for k, v in io.load_checkpoint(str(base)).items() if not isinstance(v, str)}
     keep = list(range(4)) + [len(BASE_CLASS_NAMES)]  # 4 classes + background (last)
     params[CLS_WEIGHT], params[CLS_BIAS] = params[CLS_WEIGHT][keep], params[CLS_BIAS][keep]
     params[BOX_WEIGHT], params[BOX_BIAS] = params[BOX_WEIGHT][:16], params[BOX_BIAS][:16]
