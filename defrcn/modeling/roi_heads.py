@@ -131,7 +131,12 @@ class Res5ROIHeads(nn.Cell):
         one_hot = ops.one_hot(safe_classes, self.num_classes, 1.0, 0.0)
         per_class = deltas.reshape(deltas.shape[0], self.num_classes, 4)
         pred = (per_class * one_hot.expand_dims(2)).sum(axis=1)
-        target_deltas = self.box_coder.encode(boxes, targets)
+        # Only foreground rows have a box target (detectron2 indexes them); the others get a unit
+        # box for both ends, so an image without ground truth (matched to a zero padding row) or an
+        # empty slot cannot put log(0) or 0 / 0 into the loss.
+        is_fg = (foreground > 0).expand_dims(1)
+        unit = ops.concat((ops.zeros_like(boxes[:, :2]), ops.ones_like(boxes[:, 2:])), axis=1)
+        target_deltas = self.box_coder.encode(ops.where(is_fg, boxes, unit), ops.where(is_fg, targets, unit))
         loss_box = (ops.abs(pred - target_deltas).sum(axis=1) * foreground).sum() / num
         return loss_cls, loss_box
 
