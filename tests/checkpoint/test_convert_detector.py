@@ -6,8 +6,6 @@ Source state dicts are built here from each code base's naming (DeFRCN `rcnn.py`
 """
 import json
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,19 +97,6 @@ def toy_target(class_names, depth=18):
     """The toy recipes' target (R-18, 4 anchor sizes x 3 ratios) for a model of `class_names`."""
     return DetectorTarget(_model_shapes(len(class_names), depth, (32, 64, 128, 256)), list(class_names),
                           list(BASE_CLASS_NAMES), list(NOVEL_CLASS_NAMES), list(TOY_ORDER), 4, 3)
-
-
-def run_convert(*args):
-    return subprocess.run([sys.executable, "tools/convert.py", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def write_pkl(state, path):
@@ -293,11 +278,11 @@ def _load_initial(recipe, overrides, base_weights):
     return {name: param.asnumpy() for name, param in model.parameters_dict().items()}
 
 
-def test_converted_base_model_serves_as_base_weights_and_through_surgery(toy_root, tmp_path):
+def test_converted_base_model_serves_as_base_weights_and_through_surgery(run_tool, toy_root, tmp_path):
     state = defrcn_state(18, 6, num_anchors=12, seed=3)
     src = write_pkl(state, tmp_path / "model_final.pkl")
     out = tmp_path / "model_final.ckpt"
-    result = run_convert("defrcn", src, out, "--recipe", "recipes/toy_3shot.py", "--set", f"data.root={toy_root}")
+    result = run_tool("convert", "defrcn", src, out, "--recipe", "recipes/toy_3shot.py", sets=[f"data.root={toy_root}"])
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
     assert f"defrcn: converted {len(state) - 1} of {len(state)} source entries" in result.stdout
@@ -318,21 +303,20 @@ def test_converted_base_model_serves_as_base_weights_and_through_surgery(toy_roo
 
     # (2) through tools/surgery.py, then loaded with nothing missing
     grown = tmp_path / "model_reset_surgery.ckpt"
-    result = subprocess.run([sys.executable, "tools/surgery.py", "--checkpoint", str(out), "--method", "randinit",
-                             "--recipe", "recipes/toy_3shot.py", "--set", f"data.root={toy_root}", "--output",
-                             str(grown)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = run_tool("surgery", "--checkpoint", out, "--method", "randinit", "--recipe", "recipes/toy_3shot.py",
+                      "--output", grown, sets=[f"data.root={toy_root}"])
     assert result.returncode == 0, result.stderr
     model = load_recipe(REPO / "recipes/toy_3shot.py", [f"data.root={toy_root}"]).model()
     missing, unexpected, mismatch = io.load_into(model, io.load_checkpoint(str(grown)))
     assert missing == ["sample_step"] and unexpected == [] and mismatch == []
 
 
-def test_converted_reset_surgery_and_remove_models_load_directly(toy_root, tmp_path):
+def test_converted_reset_surgery_and_remove_models_load_directly(run_tool, toy_root, tmp_path):
     # model_reset_surgery.pth: all 9 classes in the toy's all-class order, used as it is
     state = defrcn_state(18, 9, num_anchors=12, seed=4)
     out = tmp_path / "model_reset_surgery.ckpt"
-    result = run_convert("defrcn", write_pkl(state, tmp_path / "model_reset_surgery.pkl"), out,
-                         "--recipe", "recipes/toy_3shot.py", "--set", f"data.root={toy_root}")
+    result = run_tool("convert", "defrcn", write_pkl(state, tmp_path / "model_reset_surgery.pkl"), out,
+                      "--recipe", "recipes/toy_3shot.py", sets=[f"data.root={toy_root}"])
     assert result.returncode == 0, result.stderr
     loaded = _load_initial("recipes/toy_3shot.py", [f"data.root={toy_root}"], out)
     for key in (CLS_WEIGHT, CLS_BIAS, BOX_WEIGHT, BOX_BIAS):
@@ -344,9 +328,8 @@ def test_converted_reset_surgery_and_remove_models_load_directly(toy_root, tmp_p
     out = tmp_path / "model_reset_remove.ckpt"
     fsod = [f"data.root={toy_root}", "data.setting=fsod", f"model.num_classes={len(NOVEL_CLASS_NAMES)}",
             "model.surgery=remove"]
-    args = [a for o in fsod for a in ("--set", o)]
-    result = run_convert("defrcn", write_pkl(state, tmp_path / "model_reset_remove.pkl"), out,
-                         "--recipe", "recipes/toy_3shot.py", *args)
+    result = run_tool("convert", "defrcn", write_pkl(state, tmp_path / "model_reset_remove.pkl"), out,
+                      "--recipe", "recipes/toy_3shot.py", sets=fsod)
     assert result.returncode == 0, result.stderr
     assert "no box predictor in the source" in result.stdout
     loaded = _load_initial("recipes/toy_3shot.py", fsod, out)
@@ -354,27 +337,27 @@ def test_converted_reset_surgery_and_remove_models_load_directly(toy_root, tmp_p
     assert np.array_equal(loaded["backbone.conv1.weight"], state["backbone.stem.conv1.weight"])
 
 
-def test_defrcn_pth_through_the_cli(toy_root, tmp_path):
+def test_defrcn_pth_through_the_cli(run_tool, toy_root, tmp_path):
     state = defrcn_state(18, 6, num_anchors=12)
     src = tmp_path / "model_final.pth"
     write_torch_file(src, {"model": state, "iteration": 12})
-    result = run_convert("defrcn", src, tmp_path / "out.ckpt", "--recipe", "recipes/toy_base.py",
-                         "--set", f"data.root={toy_root}")
+    result = run_tool("convert", "defrcn", src, tmp_path / "out.ckpt", "--recipe", "recipes/toy_base.py",
+                      sets=[f"data.root={toy_root}"])
     assert result.returncode == 0, result.stderr
     assert np.array_equal(values(tmp_path / "out.ckpt")[CLS_WEIGHT], state[CLS_WEIGHT])
 
 
-def test_bad_command_lines_give_one_line(toy_root, tmp_path):
-    root = ["--set", f"data.root={toy_root}"]
+def test_bad_command_lines_give_one_line(run_tool, one_line_error, toy_root, tmp_path):
+    root = [f"data.root={toy_root}"]
     (tmp_path / "junk.pkl").write_bytes(b"\x00 not a pickle")
-    assert_one_line_error(run_convert("defrcn", tmp_path / "junk.pkl", tmp_path / "o.ckpt",
-                                      "--recipe", "recipes/toy_base.py", *root), "junk.pkl", "not a readable weights file")
+    one_line_error(run_tool("convert", "defrcn", tmp_path / "junk.pkl", tmp_path / "o.ckpt", "--recipe",
+                            "recipes/toy_base.py", sets=root), "junk.pkl", "not a readable weights file")
     five = write_pkl(defrcn_state(18, 5, num_anchors=12), tmp_path / "five.pkl")
-    assert_one_line_error(run_convert("defrcn", five, tmp_path / "o.ckpt", "--recipe", "recipes/toy_base.py", *root),
-                          "five.pkl", "the predictor has 5 classes")
-    assert_one_line_error(run_convert("port", five, tmp_path / "o.ckpt", "--recipe", "recipes/toy_base.py", *root),
-                          "five.pkl", "not a readable MindSpore checkpoint")
-    assert_one_line_error(run_convert("defrcn", five, tmp_path / "o.ckpt"), "--recipe is needed")
-    assert_one_line_error(run_convert("detectron2", five, tmp_path / "o.ckpt", "--recipe", "recipes/toy_base.py"),
-                          "apply to defrcn and port only")
+    one_line_error(run_tool("convert", "defrcn", five, tmp_path / "o.ckpt", "--recipe", "recipes/toy_base.py", sets=root),
+                   "five.pkl", "the predictor has 5 classes")
+    one_line_error(run_tool("convert", "port", five, tmp_path / "o.ckpt", "--recipe", "recipes/toy_base.py", sets=root),
+                   "five.pkl", "not a readable MindSpore checkpoint")
+    one_line_error(run_tool("convert", "defrcn", five, tmp_path / "o.ckpt"), "--recipe is needed")
+    one_line_error(run_tool("convert", "detectron2", five, tmp_path / "o.ckpt", "--recipe", "recipes/toy_base.py"),
+                   "apply to defrcn and port only")
     assert not (tmp_path / "o.ckpt").exists()

@@ -1,7 +1,4 @@
 import pickle
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,27 +6,12 @@ import pytest
 from defrcn.checkpoint import io
 from defrcn.testing import torchvision_resnet_shapes, write_torch_file
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def run_convert(*args):
-    return subprocess.run([sys.executable, "tools/convert.py", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=180)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
-def test_torchvision_resnet18_through_the_cli(tmp_path):
+def test_torchvision_resnet18_through_the_cli(run_tool, one_line_error, tmp_path):
     state = {name: np.full(shape, 0.5, np.float32) for name, shape in torchvision_resnet_shapes(18).items()}
     state["bn1.num_batches_tracked"] = np.array(3, np.int64)
     write_torch_file(tmp_path / "resnet18.pth", state, legacy=True)  # torchvision's 2017 files are legacy
-    result = run_convert("torchvision", tmp_path / "resnet18.pth", tmp_path / "resnet18.ckpt")
+    result = run_tool("convert", "torchvision", tmp_path / "resnet18.pth", tmp_path / "resnet18.ckpt")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
     assert "ResNet-18: 102 entries" in result.stdout and "num_batches_tracked" in result.stdout
@@ -38,19 +20,19 @@ def test_torchvision_resnet18_through_the_cli(tmp_path):
     assert converted["classifier.weight"].shape == (1000, 512)
 
     write_torch_file(tmp_path / "other.pth", {"encoder.weight": np.zeros((3, 3), np.float32)})
-    result = run_convert("torchvision", tmp_path / "other.pth", tmp_path / "other.ckpt")
-    assert_one_line_error(result, "other.pth", "not a torchvision ResNet state dict")
+    result = run_tool("convert", "torchvision", tmp_path / "other.pth", tmp_path / "other.ckpt")
+    one_line_error(result, "other.pth", "not a torchvision ResNet state dict")
     assert not (tmp_path / "other.ckpt").exists()
 
 
-def test_bad_inputs_give_one_line(tmp_path):
+def test_bad_inputs_give_one_line(run_tool, one_line_error, tmp_path):
     (tmp_path / "junk.pkl").write_bytes(b"\x00 not a pickle")
-    assert_one_line_error(run_convert("detectron2", tmp_path / "junk.pkl", tmp_path / "o.ckpt"),
-                          "junk.pkl", "not a readable weights file")
+    one_line_error(run_tool("convert", "detectron2", tmp_path / "junk.pkl", tmp_path / "o.ckpt"),
+                   "junk.pkl", "not a readable weights file")
     with open(tmp_path / "heads.pkl", "wb") as handle:
         pickle.dump({"model": {"roi_heads.box_predictor.cls_score.weight": np.zeros((3, 4))}}, handle)
-    assert_one_line_error(run_convert("detectron2", tmp_path / "heads.pkl", tmp_path / "o.ckpt"),
-                          "heads.pkl", "no stem conv")
-    assert_one_line_error(run_convert("detectron2", tmp_path / "none.pkl", tmp_path / "o.ckpt"),
-                          "none.pkl", "file not found")
-    assert_one_line_error(run_convert("caffe", tmp_path / "junk.pkl", tmp_path / "o.ckpt"), "caffe")
+    one_line_error(run_tool("convert", "detectron2", tmp_path / "heads.pkl", tmp_path / "o.ckpt"),
+                   "heads.pkl", "no stem conv")
+    one_line_error(run_tool("convert", "detectron2", tmp_path / "none.pkl", tmp_path / "o.ckpt"),
+                   "none.pkl", "file not found")
+    one_line_error(run_tool("convert", "caffe", tmp_path / "junk.pkl", tmp_path / "o.ckpt"), "caffe")

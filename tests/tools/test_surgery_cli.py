@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +14,6 @@ REPO = Path(__file__).resolve().parents[2]
 # Category ids that interleave novel and base classes in the ascending-id order (as COCO does).
 TARGET_ORDER = ["orange_diamond", "red_circle", "blue_square", "purple_hexagon", "green_triangle",
                 "yellow_star", "white_arrow", "magenta_cross", "cyan_ring"]
-
-
-def run_surgery(*args):
-    return subprocess.run([sys.executable, "tools/surgery.py", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=180)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +32,11 @@ def toy(tmp_path_factory):
     return root, base
 
 
-def test_randinit_through_the_cli_loads_into_the_finetune_model(toy, tmp_path):
+def test_randinit_through_the_cli_loads_into_the_finetune_model(run_tool, one_line_error, toy, tmp_path):
     root, base = toy
     out = tmp_path / "model_reset_surgery.ckpt"
-    result = run_surgery("--checkpoint", base, "--method", "randinit", "--recipe", "recipes/toy_10shot.py",
-                         "--set", f"data.root={root}", "--output", out)
+    result = run_tool("surgery", "--checkpoint", base, "--method", "randinit", "--recipe",
+                      "recipes/toy_10shot.py", "--set", f"data.root={root}", "--output", out)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
     assert "from 6 to 9 classes" in result.stdout
@@ -74,33 +59,32 @@ def test_randinit_through_the_cli_loads_into_the_finetune_model(toy, tmp_path):
     assert np.array_equal(model.parameters_dict()[name].asnumpy(), before[name].asnumpy())
 
     # A checkpoint whose predictor does not have the recipe's 6 base classes: one line, exit 2.
-    result = run_surgery("--checkpoint", out, "--method", "randinit", "--recipe", "recipes/toy_10shot.py",
-                         "--set", f"data.root={root}", "--output", tmp_path / "again.ckpt")
-    assert_one_line_error(result, str(out), "10 rows (9 classes) but 6 base classes")
+    result = run_tool("surgery", "--checkpoint", out, "--method", "randinit", "--recipe",
+                      "recipes/toy_10shot.py", "--set", f"data.root={root}", "--output", tmp_path / "again.ckpt")
+    one_line_error(result, str(out), "10 rows (9 classes) but 6 base classes")
     assert not (tmp_path / "again.ckpt").exists()
 
 
-def test_remove_through_the_cli_leaves_the_predictor_to_the_model(toy, tmp_path):
+def test_remove_through_the_cli_leaves_the_predictor_to_the_model(run_tool, toy, tmp_path):
     root, base = toy
     out = tmp_path / "model_reset_remove.ckpt"
     overrides = [f"data.root={root}", "data.setting=fsod", f"model.num_classes={len(NOVEL_CLASS_NAMES)}"]
-    args = [a for o in overrides for a in ("--set", o)]
-    result = run_surgery("--checkpoint", base, "--method", "remove", "--recipe", "recipes/toy_10shot.py",
-                         *args, "--output", out)
+    result = run_tool("surgery", "--checkpoint", base, "--method", "remove", "--recipe",
+                      "recipes/toy_10shot.py", "--output", out, sets=overrides)
     assert result.returncode == 0, result.stderr
     model = load_recipe(REPO / "recipes/toy_10shot.py", overrides).model()
     missing, unexpected, mismatch = io.load_into(model, io.load_checkpoint(str(out)))
     assert missing == sorted(PREDICTOR_KEYS) and unexpected == [] and mismatch == []
 
 
-def test_bad_command_lines_give_one_line(toy, tmp_path):
+def test_bad_command_lines_give_one_line(run_tool, one_line_error, toy, tmp_path):
     root, base = toy
-    result = run_surgery("--checkpoint", tmp_path / "none.ckpt", "--method", "randinit", "--recipe",
-                         "recipes/toy_10shot.py", "--set", f"data.root={root}", "--output", tmp_path / "o.ckpt")
-    assert_one_line_error(result, "none.ckpt", "not found")
-    result = run_surgery("--checkpoint", base, "--method", "randinit", "--recipe", "recipes/toy_base.py",
-                         "--set", f"data.root={root}", "--output", tmp_path / "o.ckpt")
-    assert_one_line_error(result, "data.setting", "fine-tune recipe")
-    result = run_surgery("--checkpoint", base, "--method", "grow", "--recipe", "recipes/toy_10shot.py",
-                         "--output", tmp_path / "o.ckpt")
-    assert_one_line_error(result, "--method")
+    result = run_tool("surgery", "--checkpoint", tmp_path / "none.ckpt", "--method", "randinit", "--recipe",
+                      "recipes/toy_10shot.py", "--set", f"data.root={root}", "--output", tmp_path / "o.ckpt")
+    one_line_error(result, "none.ckpt", "not found")
+    result = run_tool("surgery", "--checkpoint", base, "--method", "randinit", "--recipe",
+                      "recipes/toy_base.py", "--set", f"data.root={root}", "--output", tmp_path / "o.ckpt")
+    one_line_error(result, "data.setting", "fine-tune recipe")
+    result = run_tool("surgery", "--checkpoint", base, "--method", "grow", "--recipe",
+                      "recipes/toy_10shot.py", "--output", tmp_path / "o.ckpt")
+    one_line_error(result, "--method")
