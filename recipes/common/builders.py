@@ -18,13 +18,15 @@ def data_spec(cfg):
 
 
 def model(cfg, *, rank=0):
-    """The DeFRCN detector Cell for cfg (random init). `rank` salts RoI/anchor sampling."""
+    """The DeFRCN detector Cell for cfg (random init). `rank` salts RoI/anchor sampling.
+    model.num_classes 0 counts the classes from the data set; the trainer checks a stated
+    count against the data (`data_spec`), so building a model needs no data set."""
     from defrcn.modeling.detector import build_detector
 
     m = cfg.model
     roi = m.roi
     return build_detector(
-        num_classes=data_spec(cfg).num_classes, depth=m.depth, norm=m.norm, freeze_at=m.freeze_at,
+        num_classes=m.num_classes or data_spec(cfg).num_classes, depth=m.depth, norm=m.norm, freeze_at=m.freeze_at,
         stride_in_1x1=m.stride_in_1x1, gdl_scale_rpn=m.gdl_scale_rpn, gdl_scale_roi=m.gdl_scale_roi,
         freeze_res5=m.freeze_res5, cls_dropout=m.cls_dropout, pooler_resolution=m.pooler_resolution,
         pooler_impl=m.get("pooler_impl", "matmul"),
