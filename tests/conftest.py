@@ -254,3 +254,30 @@ def toy_detector(toy_checkpoint, tmp_path_factory):
     overrides = [f"data.root={root}", *TOY_DETECTOR]
     return SimpleNamespace(overrides=overrides, root=root,
                            checkpoint=str(toy_checkpoint("recipes/toy_base.py", *overrides)))
+
+
+# --- evaluated runs of a seed sweep (tools/aggregate.py and defrcn.evaluation.aggregate) --------
+SWEEP_METRICS = [  # per seed: AP, nAP50, per_class/red_circle, per_class/cyan_ring
+    {"AP": 10.0, "nAP50": 20.0, "per_class": {"red_circle": 30.0, "cyan_ring": None}},
+    {"AP": 14.0, "nAP50": 26.0, "per_class": {"red_circle": 34.0, "cyan_ring": 5.0}},
+    {"AP": 15.0, "nAP50": 17.0, "per_class": {"red_circle": 38.0, "cyan_ring": 7.0}},
+]
+
+
+@pytest.fixture
+def metrics_sweep(tmp_path):
+    """OUT/seed0..seed4 of SWEEP_METRICS: three evaluated runs (seed1 also with PCB, AP 16.5),
+    a broken metrics.json (seed3) and an unfinished run (seed4)."""
+    import json
+
+    out = tmp_path / "toy_10shot"
+    for seed, metrics in enumerate(SWEEP_METRICS):
+        run = out / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        (run / "model_final.ckpt").write_bytes(b"")
+    (out / "seed1" / "metrics_pcb.json").write_text(json.dumps({"AP": 16.5, "nAP50": 30.0}))
+    (out / "seed3").mkdir()
+    (out / "seed3" / "metrics.json").write_text('{"AP": 1')
+    (out / "seed4").mkdir()  # killed before it finished
+    return out
