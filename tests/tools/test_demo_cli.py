@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from defrcn.apps.demo import STAGES, TABLE_KEYS, format_summary, seconds_per_step
+from defrcn.apps.demo import STAGES, TABLE_KEYS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -60,22 +60,3 @@ def test_refuses_a_folder_it_does_not_own(tmp_path):
     assert str(tmp_path) in lines[0] and "not from the demo" in lines[0]
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
-
-def test_seconds_per_step_leaves_out_the_compile_period(tmp_path):
-    lines = [{"iter": 10, "time": 5.0}, {"iter": 20, "time": 1.0}, {"iter": 25, "time": 4.0}]
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    assert seconds_per_step(tmp_path) == pytest.approx((10 * 1.0 + 5 * 4.0) / 15)
-    assert seconds_per_step(tmp_path / "nothing") is None
-
-
-def test_table_shows_dashes_for_missing_numbers():
-    summary = {"results": {"base": {"bAP": 30.0, "bAP50": 55.5},
-                           "fewshot": dict.fromkeys(TABLE_KEYS, 1.0),
-                           "fewshot_pcb": dict.fromkeys(TABLE_KEYS, 2.0)},
-               "seconds": {"data": 1.0}, "total_seconds": 1.0, "shots": 10,
-               "seconds_per_step": {"base": 0.8, "finetune": None},
-               "iterations": {"base": 600, "finetune": 300}}
-    text = format_summary(summary)
-    base_row = next(line for line in text.splitlines() if line.startswith("base training"))
-    assert base_row.split()[2:] == ["30.0", "55.5", "-", "-"]
-    assert "600 iterations at 0.80 s/step" in text and "300 at ? s/step" in text
