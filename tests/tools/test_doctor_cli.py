@@ -2,16 +2,12 @@
 a novel class without instances in its split file, a base checkpoint of another class count."""
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from defrcn.data.fewshot_coco import fewshot_file_name
 from defrcn.data.synthetic import BASE_CLASS_NAMES, NOVEL_CLASS_NAMES
-from defrcn.engine.doctor import Finding, run_checks
-from defrcn.config.recipe import load_recipe
 
-REPO = Path(__file__).resolve().parents[2]
 RECIPE = "recipes/toy_10shot.py"
 SHOTS = 10
 EMPTIED = NOVEL_CLASS_NAMES[0]
@@ -83,20 +79,3 @@ def test_warnings_do_not_stop_and_name_the_frozen_part(toy_tools, toy_base_run):
     assert result.returncode == 0, result.stderr
     assert "warning: model.freeze_at=4 freezes res4" in result.stdout
     assert all(line.split()[0] in ("ok:", "warning:") for line in result.stdout.strip().splitlines())
-
-
-def test_run_checks_library(toy_root, toy_base_run):
-    cfg = load_recipe(REPO / RECIPE, [f"data.root={toy_root}", "model.surgery=none",
-                               f"model.base_weights={toy_base_run / 'model_final.ckpt'}"]).cfg
-    findings = run_checks(cfg)
-    assert all(isinstance(f, Finding) for f in findings)
-    errors = [f.message for f in findings if f.level == "error"]
-    assert len(errors) == 1 and "a predictor for 6 classes, but model.num_classes is 9" in errors[0]
-    assert cfg.model.base_weights.endswith("model_final.ckpt")  # cfg left as it was
-    base = load_recipe(REPO / "recipes/toy_base.py", [f"data.root={toy_root}", "model.norm=frozen_bn",
-                                               "model.freeze_at=2"]).cfg
-    base_findings = run_checks(base)
-    levels = {f.message.split(":")[0]: f.level for f in base_findings}
-    assert levels["model.norm=frozen_bn with random initialisation"] == "warning"
-    assert levels["model.freeze_at=2"] == "warning"
-    assert not [f for f in base_findings if f.level == "error"]

@@ -1,0 +1,51 @@
+"""tools/eval.py (defrcn.engine.evaluate.evaluate_recipe) end to end on a random toy detector."""
+import json
+
+import pytest
+
+from defrcn.data.synthetic import BASE_CLASS_NAMES, NOVEL_CLASS_NAMES
+
+TINY = ["model.rpn.pre_nms_topk_test=64", "model.rpn.post_nms_topk_test=16",
+        "input.canvases=[[128,128]]", "input.min_size_test=128", "input.max_size_test=128",
+        "test.ims_per_device=2"]
+
+
+@pytest.fixture(scope="module")
+def eval_root(tmp_path_factory):
+    """A 6 + 3 image synthetic data set at 128 px (smaller than the session's toy_root)."""
+    from defrcn.data.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("toy")
+    write_synthetic_dataset(str(root), train_images=6, test_images=3, size=128)
+    return str(root)
+
+
+@pytest.fixture
+def evaluate(eval_root, toy_checkpoint, run_tool):
+    """`evaluate(recipe, weights_recipe, name, *extra)`: tools/eval.py of `recipe` on the toy
+    data with random weights of `weights_recipe`'s model, saved as `name`."""
+    def run(recipe, weights_recipe, name, *extra):
+        sets = [f"data.root={eval_root}", *TINY]
+        checkpoint = toy_checkpoint(weights_recipe, *sets, name=name)
+        return run_tool("eval", recipe, "--checkpoint", checkpoint, "--no-pcb", *extra, sets=sets)
+
+    return run
+
+
+def test_eval_cli_on_a_random_detector_writes_metrics(evaluate, tmp_path):
+    out = tmp_path / "eval"
+    result = evaluate("recipes/toy_1shot.py", "recipes/toy_1shot.py", "model_final.ckpt", "--output-dir", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "bAP", "bAP50", "nAP", "nAP50",
+            "per_class"} <= set(metrics)
+    assert list(metrics["per_class"]) == BASE_CLASS_NAMES + NOVEL_CLASS_NAMES  # toy tfa: all
+    detections = json.loads((out / "detections.json").read_text())
+    assert detections and {"image_id", "category_id", "bbox", "score"} == set(detections[0])
+    assert "novel" in result.stdout and "Traceback" not in result.stderr  # the table
+
+
+def test_eval_cli_rejects_a_checkpoint_of_another_class_count(evaluate, one_line_error):
+    all_classes = len(BASE_CLASS_NAMES) + len(NOVEL_CLASS_NAMES)
+    one_line_error(evaluate("recipes/toy_1shot.py", "recipes/toy_base.py", "base.ckpt"), "base.ckpt",
+                   "cls_score.weight", f"trained for {len(BASE_CLASS_NAMES)} classes, this recipe has {all_classes}")
