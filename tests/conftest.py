@@ -94,6 +94,21 @@ TOY_BASE = ("solver.max_iter=12", "solver.steps=[10]", "solver.warmup_iters=2",
             "solver.checkpoint_period=6")
 
 
+def kill_group(process):
+    """kill -9 a process started in its own session (start_new_session=True) and its group."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=60)
+
+
+@pytest.fixture(scope="session", name="kill_group")
+def kill_group_fixture():
+    """`kill_group(process)` for tests that start tools in their own process group."""
+    return kill_group
+
+
 def run_tool(tool, *args, sets=(), timeout=600, env=None):
     """`python tools/<tool>.py args` (then `--set item` for each of `sets`) from the repo root,
     to its end: the CompletedProcess (text output). `env` None: this process's environment."""
@@ -152,14 +167,7 @@ class ToyTools:
         return subprocess.Popen(self.command(tool, *args), cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
                                 env=self.env(cache), start_new_session=True)
 
-    @staticmethod
-    def kill(process):
-        """kill -9 a process from `start` and its group."""
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=60)
+    kill = staticmethod(kill_group)  # for a process from `start`
 
 
 def assert_one_line_error(result, *fragments, code=2):

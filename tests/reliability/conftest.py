@@ -107,15 +107,6 @@ def logged_iterations(output_dir):
     return found
 
 
-def kill_group(process):
-    """SIGKILL a process started by `Tools.start_train` and everything in its group."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=60)
-
-
 def checkpoint_files(output_dir):
     """Every file under OUTPUT with a `.ckpt` name (temp files of an interrupted write too)."""
     return sorted(p for p in Path(output_dir).rglob("*") if p.is_file() and ".ckpt" in p.name
@@ -201,15 +192,16 @@ def kill_job(processes, output_dir):
         if process.poll() is None:
             process.wait(timeout=60)
 
-for _helper in (wait_for, logged_iterations, kill_group, checkpoint_files,
+for _helper in (wait_for, logged_iterations, checkpoint_files,
                 assert_all_checkpoints_readable, parameters, largest_difference, free_port, worker_pids,
                 kill_job):
     setattr(Tools, _helper.__name__, staticmethod(_helper))  # tests reach them as tools.<name>
 
 
 @pytest.fixture(scope="session")
-def tools(tmp_path_factory):
-    """The session's Tools: a 16 + 4 image synthetic data set at 128 px and a compile cache."""
+def tools(tmp_path_factory, kill_group):
+    """The session's Tools: a 16 + 4 image synthetic data set at 128 px and a compile cache;
+    `tools.kill_group(process)` ends a process from `start_train` and its group."""
     root = tmp_path_factory.mktemp("reliability")
     data = root / "toy"
     result = subprocess.run(
@@ -217,4 +209,6 @@ def tools(tmp_path_factory):
          "--size", str(TOY_IMAGE_SIZE)], cwd=REPO, capture_output=True, text=True, timeout=120,
         env=dict(os.environ, GLOG_v="3"))
     assert result.returncode == 0, result.stderr
-    return Tools(data, root / "compile_cache")
+    session_tools = Tools(data, root / "compile_cache")
+    session_tools.kill_group = kill_group
+    return session_tools
