@@ -47,6 +47,8 @@ CHOICES = {
     "data.setting": ("base", "fsod", "tfa"),
     "input.format": ("msra", "torchvision"),
     "model.norm": ("frozen_bn", "bn"),
+    "model.res5_conv": ("direct", "winograd"),
+    "model.pooler_impl": ("matmul", "kernel"),
     "model.surgery": ("randinit", "remove", "none"),
     "solver.optimizer": ("sgd", "adamw"),
     "test.pcb.model": ("resnet101", "self"),

@@ -30,6 +30,7 @@ import mindspore.ops as ops
 from mindspore import Parameter
 
 from defrcn.modeling.backbone import FrozenBatchNorm2d
+from defrcn.modeling.winograd import WinogradConv2d
 
 __all__ = ["fold_frozen_bn", "folded_conv", "fold_for_inference"]
 
@@ -41,9 +42,12 @@ def folded_conv(conv, bn):
     weight = conv.weight * scale.reshape((-1, 1, 1, 1))
     if conv.has_bias:
         shift = shift + conv.bias * scale
-    new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                    pad_mode=conv.pad_mode, padding=conv.padding, dilation=conv.dilation,
-                    group=conv.group, has_bias=True, data_format=conv.data_format)
+    if isinstance(conv, WinogradConv2d):
+        new = WinogradConv2d(conv.in_channels, conv.out_channels, has_bias=True)
+    else:
+        new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                        pad_mode=conv.pad_mode, padding=conv.padding, dilation=conv.dilation,
+                        group=conv.group, has_bias=True, data_format=conv.data_format)
     requires_grad = conv.weight.requires_grad
     new.weight = Parameter(weight.astype(ms.float32), name=conv.weight.name, requires_grad=requires_grad)
     bias_name = conv.weight.name.rsplit(".", 1)[0] + ".bias"

@@ -74,6 +74,9 @@ def _defrcn_defaults():
             cls_dropout=0.0,  # ROI_HEADS.CLS_DROPOUT off (0.8 when on)
             pooler_resolution=7,  # defaults.py POOLER_RESOLUTION
             pooler_impl="matmul",  # ROIAlign as two matmuls (exact, fast); "kernel" = ops.ROIAlign
+            # res5's 3x3 convolutions on the 4x4 RoI maps: "direct" (stock Conv2D) or "winograd"
+            # (F(4x4, 3x3) as matmuls, defrcn/modeling/winograd.py; same weights)
+            res5_conv="direct",
             # detectron2 Backbone.size_divisibility (0 for the C4 ResNet): whatever the canvas, results
             # are those of the image padded only to the batch's largest (one image at test time)
             size_divisibility=0,
