@@ -9,7 +9,7 @@ Random weights with calibrated BN statistics, random images filling an H x W can
 the recipe's own settings (defrcn/apps/benchmark.py explains each choice). Prints one
 JSON line (median_ms, min_ms, peak_rss_mib, params, compile_s, proposals_per_image,
 device, mindspore, ...); without --json a one-line summary comes first. Compare with
-the PyTorch peer (shared/bench/torch_frcnn_c4.py) in interleaved runs: see docs/benchmark.md.
+the PyTorch peer in interleaved runs: docs/benchmark.md says how.
 """
 import json
 
