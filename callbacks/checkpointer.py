@@ -78,7 +78,7 @@ class Checkpointer(Callback):
         if not final and not every_n(iteration, self.period):
             return
         cb_params = run_context.original_args()
-        self._check_finite(cb_params, iteration)
+        self._check_finite(cb_params, iteration, self.output_dir)
         if final:
             path = os.path.join(self.output_dir, io.FINAL_NAME)
         else:
@@ -93,7 +93,7 @@ class Checkpointer(Callback):
             io.prune_checkpoints(os.path.dirname(path), self.keep)
 
     @staticmethod
-    def _check_finite(cb_params, iteration):
+    def _check_finite(cb_params, iteration, output_dir):
         outputs = cb_params.net_outputs
         count = len(outputs) if isinstance(outputs, (tuple, list)) else 1
         names = [f"output{i}" for i in range(1, count)]
@@ -101,5 +101,6 @@ class Checkpointer(Callback):
         bad_param = _first_non_finite_parameter(cb_params.train_network)
         if bad or bad_param:
             what = f"parameter {bad_param}" if bad_param else ", ".join(n for n, _ in bad)
+            last = io.read_last_checkpoint(output_dir)
             raise FloatingPointError(f"refusing to save a non-finite state at iteration "
-                                     f"{iteration} ({what} is not finite)")
+                                     f"{iteration} ({what} is not finite); last good checkpoint: {last or 'none'}")
