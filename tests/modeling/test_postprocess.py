@@ -17,12 +17,7 @@ C = 2   # foreground classes; probability rows are (class 0, class 1, background
 LOW = 0.01   # a class probability below the 0.05 threshold
 
 
-@pytest.fixture(autouse=True, scope="module")
-def pynative_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("pynative_mode")  # tests/conftest.py
 
 
 def probs(*foreground):

@@ -20,12 +20,7 @@ CHANNELS = 4      # res4 channels of the toy feature map
 RES5_CHANNELS = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def pynative_mode():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
+pytestmark = pytest.mark.usefixtures("pynative_mode")  # tests/conftest.py
 
 
 def make_heads(**overrides):
