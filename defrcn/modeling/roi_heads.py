@@ -16,7 +16,7 @@ from defrcn.modeling.box_coding import BoxCoder
 from defrcn.modeling.boxes import pairwise_iou
 from defrcn.modeling import padding
 from defrcn.modeling.matching import match
-from defrcn.modeling.nms import NMS_BLOCK
+from defrcn.modeling.nms import nms_block_for_device
 from defrcn.modeling.postprocess import detect
 from defrcn.modeling.random_keys import hash_uniform
 from defrcn.modeling.sampling import sample_balanced
@@ -42,13 +42,14 @@ class Res5ROIHeads(nn.Cell):
         score_thresh, nms_thresh, detections_per_image, pre_nms_topk: inference settings.
         sample_salt: separates the sampling streams of data-parallel ranks.
         inference_chunk: RoIs per image through pooling and res5 at once in inference.
-        nms_block: NMS block size (`defrcn.modeling.nms.nms_sorted`: exact at any size).
+        nms_block: NMS block size (`defrcn.modeling.nms.nms_sorted`: exact at any size);
+            None: what the device needs (`nms_block_for_device`).
     """
 
     def __init__(self, *, pooler, res5, predictor, num_classes, batch_size_per_image=512,
                  positive_fraction=0.25, iou_threshold=0.5, score_thresh=0.05, nms_thresh=0.5,
                  detections_per_image=100, pre_nms_topk=4096, sample_salt=0,
-                 inference_chunk=INFERENCE_CHUNK, nms_block=NMS_BLOCK):
+                 inference_chunk=INFERENCE_CHUNK, nms_block=None):
         super().__init__()
         self.pooler = pooler
         self.feature_stride = round(1.0 / pooler.spatial_scale)
@@ -64,7 +65,7 @@ class Res5ROIHeads(nn.Cell):
         self.pre_nms_topk = pre_nms_topk
         self.sample_salt = sample_salt
         self.inference_chunk = int(inference_chunk)
-        self.nms_block = int(nms_block)
+        self.nms_block = nms_block_for_device() if nms_block is None else int(nms_block)
         self.box_coder = BoxCoder(ROI_BOX_WEIGHTS)
 
     def _box_features(self, features, boxes, valid_cells=None):

@@ -11,7 +11,7 @@ from defrcn.modeling.anchors import AnchorGenerator
 from defrcn.modeling.box_coding import RPN_BOX_WEIGHTS, BoxCoder
 from defrcn.modeling.boxes import clip_boxes, nonempty_mask, pairwise_iou
 from defrcn.modeling.matching import match
-from defrcn.modeling.nms import EXCLUDED_SCORE, NMS_BLOCK, nms_sorted
+from defrcn.modeling.nms import EXCLUDED_SCORE, nms_block_for_device, nms_sorted
 from defrcn.modeling.padding import region_mask
 from defrcn.modeling.random_keys import hash_uniform_at
 from defrcn.modeling.sampling import sample_balanced
@@ -96,7 +96,8 @@ class RPN(nn.Cell):
     canvas. With step=None a stateful `ops.UniformReal` (seeded by ms.set_seed) is used instead.
 
     NMS runs in blocks of at most `nms_block` boxes, exactly equal to one greedy NMS
-    (`defrcn.modeling.nms.nms_sorted`; Ascend's NMSWithMask takes at most 2864 boxes).
+    (`defrcn.modeling.nms.nms_sorted`; Ascend's NMSWithMask takes at most 2864 boxes; None:
+    `nms_block_for_device`).
     """
 
     def __init__(self, *, in_channels, anchor_sizes=(32, 64, 128, 256, 512),
@@ -105,7 +106,7 @@ class RPN(nn.Cell):
                  pre_nms_topk_test=6000, post_nms_topk_test=1000, nms_thresh=0.7,
                  batch_size_per_image=256, positive_fraction=0.5, iou_thresholds=(0.3, 0.7),
                  box_reg_loss="l1", smooth_l1_beta=0.0, loss_weight=1.0, min_size=0.0,
-                 box_weights=RPN_BOX_WEIGHTS, sample_salt=0, nms_block=NMS_BLOCK):
+                 box_weights=RPN_BOX_WEIGHTS, sample_salt=0, nms_block=None):
         super().__init__()
         if box_reg_loss not in ("l1", "smooth_l1"):
             raise ValueError(f"RPN: box_reg_loss must be 'l1' or 'smooth_l1', got {box_reg_loss!r}")
@@ -119,7 +120,7 @@ class RPN(nn.Cell):
         self.pre_nms_topk_test = int(pre_nms_topk_test)
         self.post_nms_topk_test = int(post_nms_topk_test)
         self.nms_thresh = float(nms_thresh)
-        self.nms_block = int(nms_block)
+        self.nms_block = nms_block_for_device() if nms_block is None else int(nms_block)
         self.batch_size_per_image = int(batch_size_per_image)
         self.positive_fraction = float(positive_fraction)
         self.iou_thresholds = tuple(float(t) for t in iou_thresholds)

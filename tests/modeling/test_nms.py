@@ -206,3 +206,11 @@ def test_blocked_nms_in_graph_mode(in_mode):
     with in_mode("graph"):
         positions, valid = _BlockedCell()(ms.Tensor(boxes), ms.Tensor(usable))
     assert positions.asnumpy()[valid.asnumpy()].tolist() == np_greedy_sorted(boxes, usable, 0.5)[:30]
+
+
+def test_block_size_follows_the_device():
+    from defrcn.modeling.nms import NMS_BLOCK, UNBLOCKED, nms_block_for_device
+
+    assert nms_block_for_device("Ascend") == NMS_BLOCK == 2864  # NMSWithMask's limit there
+    assert nms_block_for_device("CPU") == nms_block_for_device("GPU") == UNBLOCKED > 100_000
+    assert nms_block_for_device() == UNBLOCKED  # these tests run on CPU
