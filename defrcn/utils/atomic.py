@@ -10,6 +10,7 @@ import contextlib
 import errno
 import json
 import math
+import numbers
 import os
 import re
 
@@ -125,8 +126,8 @@ def json_safe(value):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return float(value) if math.isfinite(value) else None  # numpy scalars too (np.float32)
     return value
 
 

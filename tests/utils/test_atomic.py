@@ -105,3 +105,10 @@ def test_stale_temp_files_of_dead_writers_are_removed_live_ones_kept(tmp_path):
 def test_pid_alive():
     assert pid_alive(os.getpid())
     assert not pid_alive(dead_pid())
+
+
+def test_numpy_scalars_are_json_numbers_and_their_nan_null(tmp_path):
+    data = {"ap": np.float32(12.5), "nap": np.float32("nan"), "count": np.int64(3), "flag": True}
+    assert json_safe(data) == {"ap": 12.5, "nap": None, "count": 3, "flag": True}
+    path = write_json_atomic(str(tmp_path / "m.json"), {"ap": np.float32(12.5), "nap": np.float64("inf")})
+    assert json.loads(open(path).read()) == {"ap": 12.5, "nap": None}
