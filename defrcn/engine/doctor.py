@@ -54,13 +54,14 @@ def _guard(findings, check, *args):
         findings.append(Finding("error", str(e).splitlines()[0]))
 
 
-def run_checks(cfg, *, init=None, purpose="train"):
+def run_checks(cfg, *, init=None, purpose="train", spec=None):
     """Findings for a resolved or unresolved recipe cfg (not modified).
 
     Args:
         init: the checkpoint the run starts from instead of the recipe's weights
             (`--init`), or, for purpose "eval", the checkpoint evaluated.
         purpose: "train" (all checks) or "eval" (classes, test set, the checkpoint).
+        spec: cfg's `DataSpec` when the caller has resolved it already (not read again).
     Returns:
         list of Finding, in check order.
     """
@@ -68,7 +69,7 @@ def run_checks(cfg, *, init=None, purpose="train"):
 
     findings = []
     try:
-        spec = resolve_data_spec(cfg.data, num_classes=cfg.model.num_classes)
+        spec = spec or resolve_data_spec(cfg.data, num_classes=cfg.model.num_classes)
     except InputError as e:
         return [Finding("error", str(e).splitlines()[0])]
     findings.append(Finding("ok", f"classes: {len(spec.base_classes)} base + {len(spec.novel_classes)} novel; "
@@ -84,10 +85,10 @@ def run_checks(cfg, *, init=None, purpose="train"):
     return findings
 
 
-def check_or_raise(cfg, *, init=None, purpose="train"):
+def check_or_raise(cfg, *, init=None, purpose="train", spec=None):
     """run_checks; InputError with the first error (one line, the count of the others);
     returns the warnings otherwise."""
-    findings = run_checks(cfg, init=init, purpose=purpose)
+    findings = run_checks(cfg, init=init, purpose=purpose, spec=spec)
     errors = errors_of(findings)
     if errors:
         more = f" (and {len(errors) - 1} more problem(s): run tools/doctor.py)" if len(errors) > 1 else ""

@@ -44,7 +44,7 @@ def train_recipe(recipe_path, *, overrides=(), output_dir=None, device="CPU", re
 
     spec = resolve_data_spec(cfg.data, num_classes=cfg.model.num_classes)
 
-    doctor_warnings = check_or_raise(cfg, init=init)  # InputError (exit 2) before anything is built
+    doctor_warnings = check_or_raise(cfg, init=init, spec=spec)  # InputError (exit 2) before anything is built
     _check_speed_keys(cfg)
     train_data = _checked_train_data(recipe, cfg)
     plan = effective_schedule(cfg.solver, runtime.world_size, cfg.solver.ims_per_device,

@@ -84,3 +84,14 @@ def test_bad_arguments_are_one_line_exit_2(args, needle):
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
 
+
+
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_winograd_res5_runs_through_the_tool_with_the_same_parameters(mode):
+    winograd = _json_line(_run("--mode", mode, "--batch", 1, "--size", 128, 128, "--iters", 1, "--warmup", 0,
+                               "--json", "--set", "model.res5_conv=winograd"))
+    assert winograd["median_ms"] > 0 and 0 < winograd["proposals_per_image"] <= 50
+    assert winograd["params"] == 11_798_940  # the checkpoint layout of the direct convolution
+    refused = _run("--mode", mode, "--set", "model.res5_conv=fft")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == "error: model.res5_conv: 'fft' is not one of direct, winograd"
