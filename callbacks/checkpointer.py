@@ -18,8 +18,9 @@ from mindspore.train import Callback
 from defrcn.callbacks.period import current_iteration, every_n, loss_parts, non_finite
 from defrcn.checkpoint import io
 from defrcn.checkpoint.training_state import save_training_state
-from defrcn.utils.faults import fault_point
 from defrcn.solver.schedule import schedule_extras
+from defrcn.utils.atomic import remove_stale_temp_files
+from defrcn.utils.faults import fault_point
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class Checkpointer(Callback):
         if not self.is_main:
             return
         for folder in (self.output_dir, os.path.join(self.output_dir, io.CHECKPOINT_SUBDIR)):
-            for path in io.remove_stale_temp_files(folder):
+            for path in remove_stale_temp_files(folder):
                 logger.info("removed %s, left by an interrupted checkpoint write", path)
 
     def on_train_step_end(self, run_context):

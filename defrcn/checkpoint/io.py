@@ -28,11 +28,10 @@ from typing import List, NamedTuple, Tuple
 import numpy as np
 
 import mindspore as ms
-from mindspore import Parameter, Tensor
+from mindspore import Tensor
 
 from defrcn.utils import atomic
-from defrcn.utils.atomic import (OutputWriteError, fsync_dir, fsync_file, remove_quietly, remove_stale_temp_files,
-                                 temp_path, write_error)
+from defrcn.utils.atomic import OutputWriteError, fsync_dir, fsync_file, remove_quietly, temp_path, write_error
 from defrcn.utils.faults import fault_point
 from defrcn.errors import InputError
 

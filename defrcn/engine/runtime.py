@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from defrcn.errors import InputError
 from defrcn.utils.atomic import pid_alive
-from defrcn.utils.device import DEVICES, check_device, keep_graph_precision
+from defrcn.utils.device import check_device, keep_graph_precision
 
 @dataclass(frozen=True)
 class Runtime:
