@@ -4,6 +4,7 @@ the original's `defrcn/evaluation/calibration_layer.py`).
     pcb = build_pcb(spec, cfg.test.pcb, build_feature_model(cfg.test.pcb, model, input=cfg.input),
                     test_meta=test_data.meta)                 # once per evaluation
     new_scores = pcb.rescore(record, boxes, scores, classes)   # per test image
+    new_scores = pcb.rescore_many([(record, boxes, scores, classes), ...])  # many, one pass
 
 `feature_model.py` embeds boxes, `prototypes.py` builds the per-class prototypes from the
 fine-tuning split, `calibration.py` rescores (numpy).
@@ -23,7 +24,8 @@ class PCB:
     """Rescores one image's detections against the class prototypes.
 
     Args:
-        feature_model: has `embed(image uint8 (H, W, 3) RGB, boxes (N, 4)) -> (N, E)`.
+        feature_model: has `embed(image uint8 (H, W, 3) RGB, boxes (N, 4)) -> (N, E)` (and may
+            have `embed_many(iterable of (image, boxes)) -> list`, used by `rescore_many`).
         prototypes: `prototypes.Prototypes`.
         test_class_names: the test set's class names in contiguous-id order.
         untouched_classes: names never rescored (gFSOD base classes).
@@ -57,6 +59,30 @@ class PCB:
         embeddings = self.feature_model.embed(self.load_image(record), boxes[selected])
         return calibrate_scores(scores, classes, selected, embeddings, self.prototypes.vectors, self.rows,
                                 self.alpha)
+
+    def rescore_many(self, images):
+        """`rescore` of many images in one pass of the feature model (`embed_many`): images is
+        a list of (record, boxes, scores, classes); returns their new scores, in order."""
+        from defrcn.pcb.prototypes import embed_all
+
+        prepared, todo = [], []
+        for record, boxes, scores, classes in images:
+            scores = np.asarray(scores, np.float32).reshape(-1)
+            classes = np.asarray(classes).reshape(-1).astype(np.int64)
+            selected = select_for_calibration(scores, classes, self.rows, self.lower, self.upper)
+            prepared.append((scores, classes, selected))
+            if selected.any():
+                todo.append((record, np.asarray(boxes, np.float32).reshape(-1, 4)[selected]))
+        pairs = ((self.load_image(record), boxes) for record, boxes in todo)
+        embedded = iter(embed_all(self.feature_model, pairs))
+        out = []
+        for scores, classes, selected in prepared:
+            if not selected.any():
+                out.append(scores.copy())
+                continue
+            out.append(calibrate_scores(scores, classes, selected, next(embedded), self.prototypes.vectors,
+                                        self.rows, self.alpha))
+        return out
 
 
 def default_cache_dir(pcb, output_dir):

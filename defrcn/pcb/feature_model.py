@@ -11,6 +11,9 @@ Two feature models (the original's `calibration_layer.py` uses the first):
   format on its canvas -> trunk (res4) -> the ROI branch's affine -> the ROI heads' own
   pooler (7x7) -> res5 -> mean pool; (res5 channels)-d, no classifier.
 
+Both have `embed_many(pairs)`: the embeddings of many (image, boxes) pairs in one pass
+(`PCB.rescore_many` and the prototypes use it).
+
 The 1x1 ROIAlign of the ImageNet model is computed in numpy (`roi_align_1x1`, exact adaptive
 sampling: ceil(box size) x ceil(box size) points), on the feature map of an image of any size.
 
@@ -44,23 +47,31 @@ MAKE_WEIGHTS_HINT = ("make it with: python tools/convert.py torchvision resnet10
 def _axis_weights(start, size, length):
     """Summed bilinear weights (R, length) of ceil(size) evenly spaced samples along one axis
     of detectron2's ROIAlign (one output bin), plus the sample counts (R,)."""
+    start = np.asarray(start, np.float64)
+    size = np.asarray(size, np.float64)
     count = np.maximum(np.ceil(size), 0).astype(np.int64)
-    weights = np.zeros((len(start), length), np.float64)
-    for r in range(len(start)):
-        n = int(count[r])
-        if n == 0:
-            continue
-        pos = start[r] + (np.arange(n) + 0.5) * size[r] / n
-        inside = (pos >= -1.0) & (pos <= length)  # points beyond one cell outside give zero
-        pos = np.clip(pos[inside], 0.0, None)
-        low = np.floor(pos).astype(np.int64)
-        at_end = low >= length - 1
-        low = np.where(at_end, length - 1, low)
-        pos = np.where(at_end, low, pos)
-        high = np.minimum(low + 1, length - 1)
-        frac = pos - low
-        np.add.at(weights[r], low, 1.0 - frac)
-        np.add.at(weights[r], high, frac)
+    rois = len(start)
+    weights = np.zeros((rois, length), np.float64)
+    most = int(count.max()) if rois else 0
+    if most == 0:
+        return weights, count
+    # every box's samples on one (R, most) grid; slots past a box's own count are left out
+    slot = np.arange(most)
+    n = np.maximum(count, 1)[:, None]
+    pos = start[:, None] + (slot + 0.5) * size[:, None] / n
+    used = (slot < count[:, None]) & (pos >= -1.0) & (pos <= length)  # beyond one cell outside: zero
+    pos = np.clip(pos, 0.0, None)
+    low = np.floor(pos).astype(np.int64)
+    at_end = low >= length - 1
+    low = np.where(at_end, length - 1, low)
+    pos = np.where(at_end, low, pos)
+    high = np.minimum(low + 1, length - 1)
+    frac = pos - low
+    row = np.broadcast_to(np.arange(rois)[:, None] * length, pos.shape)
+    flat = weights.reshape(-1)
+    # row-major: each box's samples are added in the same order as one box at a time would
+    np.add.at(flat, (row + low)[used], (1.0 - frac)[used])
+    np.add.at(flat, (row + high)[used], frac[used])
     return weights, count
 
 
@@ -165,24 +176,38 @@ class ImageNetResNetFeatures:
         pooled = roi_align_1x1(self.feature_map(image), boxes, 1.0 / FEATURE_STRIDE)
         return pooled @ self.fc_weight.T + self.fc_bias
 
+    def embed_many(self, pairs):
+        """`embed` of each (image, boxes) pair of an iterable -> a list, in order (one forward
+        pass per image: images of different sizes cannot share a batch)."""
+        return [self.embed(image, boxes) for image, boxes in pairs]
 
-class _DetectorBoxHead(nn.Cell):
-    """The detector's trunk, ROI branch, pooler and res5 (shared, not copied; no renaming).
+
+class _DetectorPooled(nn.Cell):
+    """The detector's trunk, ROI branch and pooler (shared, not copied; no renaming).
 
     construct(image (1, 3, H, W) canvas, boxes (1, N, 4), extent (1, 2) content size): the
-    features the detector computes on that image, whatever the canvas."""
+    pooled RoI maps (N, C4, P, P) the detector computes on that image, whatever the canvas."""
 
     def __init__(self, detector):
         super().__init__(auto_prefix=False)
         self.backbone = detector.backbone
         self.roi_branch = detector.roi_branch
         self.pooler = detector.roi_heads.pooler
-        self.res5 = detector.roi_heads.res5
         self.feature_stride = detector.roi_heads.feature_stride
 
     def construct(self, image, boxes, extent):
         features = self.roi_branch(self.backbone(image, extent))
-        pooled = self.pooler(features, boxes, valid_cells(extent, self.feature_stride))
+        return self.pooler(features, boxes, valid_cells(extent, self.feature_stride))
+
+
+class _DetectorRes5(nn.Cell):
+    """The detector's res5 and mean pool: (R, C4, P, P) pooled maps -> (R, C5)."""
+
+    def __init__(self, detector):
+        super().__init__(auto_prefix=False)
+        self.res5 = detector.roi_heads.res5
+
+    def construct(self, pooled):
         return self.res5(pooled).mean(axis=(2, 3))
 
 
@@ -193,6 +218,10 @@ ROI_BUCKET = 32
 class DetectorFeatures:
     """The detector's own box features (cfg.test.pcb.model "self"): (N, res5 channels).
 
+    Each image goes through the trunk and pooler alone; res5 (most of the cost) runs on
+    `ROI_BUCKET` RoIs at a time, gathered across the images of one `embed_many` call, so the
+    few boxes of many images share one res5 call instead of each padding its own.
+
     Args:
         detector: a `DeFRCN` Cell (its parameters are used as they are at call time).
         pixel_format, min_size, max_size, canvases: the recipe's test input settings
@@ -201,29 +230,31 @@ class DetectorFeatures:
 
     def __init__(self, detector, *, pixel_format, min_size, max_size, canvases):
         self.detector = detector
-        self.head = _DetectorBoxHead(detector)
+        self.pooled = _DetectorPooled(detector)
+        self.res5 = _DetectorRes5(detector)
         self.pixel_format = pixel_format
         self.min_size, self.max_size = int(min_size), int(max_size)
         self.canvases = [tuple(int(v) for v in c) for c in canvases]
         self.dim = int(detector.roi_heads.res5.out_channels)
         self.tag = "self"
 
+    def _cells(self):
+        return (self.pooled, self.res5)
+
     @property
     def fingerprint(self):
         """Changes with the detector's weights and the input settings."""
         digest = hashlib.sha256()
-        for param in self.head.get_parameters():
-            digest.update(param.name.encode())
-            digest.update(np.ascontiguousarray(param.asnumpy()).tobytes())
+        for cell in self._cells():
+            for param in cell.get_parameters():
+                digest.update(param.name.encode())
+                digest.update(np.ascontiguousarray(param.asnumpy()).tobytes())
         return (f"self|{self.pixel_format}|{self.min_size}|{self.max_size}|{self.canvases}|"
                 f"{digest.hexdigest()}")
 
-    def embed(self, image, boxes):
-        """uint8 (H, W, 3) RGB original image, (N, 4) XYXY original pixels -> float32 (N, dim)."""
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    def _pool(self, image, boxes):
+        """Pooled maps (N, C4, P, P) of the N boxes (original pixels) of one original image."""
         n = len(boxes)
-        if n == 0:
-            return np.zeros((0, self.dim), np.float32)
         height, width = image.shape[:2]
         canvas = self.canvases[choose_canvas(height, width, self.canvases)]
         scale = resize_scale(height, width, self.min_size, self.max_size, canvas)
@@ -233,17 +264,57 @@ class DetectorFeatures:
         canvas_boxes = np.zeros((1, padded, 4), np.float32)
         canvas_boxes[0, :n] = boxes * np.float32(scale)
         canvas_boxes[0, n:] = (0.0, 0.0, 1.0, 1.0)
+        extent = ms.Tensor(np.array([resized.shape[:2]], np.float32))
+        return self.pooled(ms.Tensor(chw[None]), ms.Tensor(canvas_boxes), extent).asnumpy()[:n]
+
+    def embed(self, image, boxes):
+        """uint8 (H, W, 3) RGB original image, (N, 4) XYXY original pixels -> float32 (N, dim)."""
+        return self.embed_many([(image, boxes)])[0]
+
+    def embed_many(self, pairs):
+        """`embed` of each (image, boxes) pair of an iterable (images read as it is consumed) ->
+        a list of float32 (N_i, dim), in order."""
         # the parts are the detector's: evaluate them in inference mode, then restore each
         # cell's own flag (pre-order, so a child's flag is set after its parent's)
-        flags = [(cell, cell.training) for _, cell in self.head.cells_and_names()]
-        self.head.set_train(False)
+        flags = [(cell, cell.training) for head in self._cells()
+                 for _, cell in list(head.cells_and_names())[1:]]  # [0]: the wrapper itself
+        for head in self._cells():
+            head.set_train(False)
         try:
-            extent = ms.Tensor(np.array([resized.shape[:2]], np.float32))
-            out = self.head(ms.Tensor(chw[None]), ms.Tensor(canvas_boxes), extent).asnumpy()
+            return self._embed_many(pairs)
         finally:
-            for cell, training in flags[1:]:
+            for cell, training in flags:
                 cell.set_train(training)
-        return out[:n].astype(np.float32)
+
+    def _embed_many(self, pairs):
+        out = []
+        owners, queue = [], []  # (output index, row) of each queued pooled RoI; pooled arrays
+
+        def run_res5(final):
+            nonlocal owners, queue
+            pooled = np.concatenate(queue) if len(queue) > 1 else queue[0]
+            end = len(owners) if final else len(owners) // ROI_BUCKET * ROI_BUCKET
+            for start in range(0, end, ROI_BUCKET):
+                chunk = pooled[start:start + ROI_BUCKET]
+                n = len(chunk)
+                if n < ROI_BUCKET:  # the last call: pad with copies of a real RoI (res5 is per RoI)
+                    chunk = np.concatenate([chunk, np.repeat(chunk[:1], ROI_BUCKET - n, axis=0)])
+                features = self.res5(ms.Tensor(chunk)).asnumpy()
+                for (index, row), vector in zip(owners[start:start + n], features):
+                    out[index][row] = vector
+            owners, queue = owners[end:], [pooled[end:]]
+
+        for image, boxes in pairs:
+            boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+            out.append(np.zeros((len(boxes), self.dim), np.float32))
+            if len(boxes):
+                queue.append(self._pool(image, boxes))
+                owners += [(len(out) - 1, row) for row in range(len(boxes))]
+                if len(owners) >= ROI_BUCKET:
+                    run_res5(final=False)
+        if owners:
+            run_res5(final=True)
+        return out
 
 
 def build_feature_model(pcb, model=None, *, input=None):

@@ -20,7 +20,7 @@ from typing import List, NamedTuple
 
 import numpy as np
 
-__all__ = ["Prototypes", "load_support_set", "support_digest", "compute_prototypes", "cache_path",
+__all__ = ["Prototypes", "load_support_set", "support_digest", "embed_all", "compute_prototypes", "cache_path",
            "load_or_compute_prototypes"]
 
 logger = logging.getLogger(__name__)
@@ -62,23 +62,48 @@ def support_digest(records, meta, fingerprint=""):
     return digest.hexdigest()
 
 
+def embed_all(feature_model, pairs):
+    """`feature_model.embed_many(pairs)` when it has it (one pass over many images), else
+    `embed` per (image, boxes) pair; a list of (N_i, E) arrays, in order."""
+    if hasattr(feature_model, "embed_many"):
+        return feature_model.embed_many(pairs)
+    return [feature_model.embed(image, boxes) for image, boxes in pairs]
+
+
 def compute_prototypes(feature_model, records, meta, load_image=None):
     """Mean `feature_model.embed` of every support box per class (classes without boxes left out).
 
     load_image(record) -> uint8 (H, W, 3) RGB original image (default: the data layer's reader).
+    The records of one image file (a VOC image listed for two classes) are embedded in one pass.
     """
     if load_image is None:
         from defrcn.data.pipeline import load_image
-    sums, counts = {}, {}
     with_boxes = [r for r in records if r.get("annotations")]
-    for index, record in enumerate(with_boxes):
-        boxes, classes = _support_boxes(record)
-        embeddings = np.asarray(feature_model.embed(load_image(record), boxes), np.float64)
-        for cls, vector in zip(classes.tolist(), embeddings):
+    by_file = {}
+    for record in with_boxes:
+        by_file.setdefault(record["file_name"], []).append(record)
+    groups = list(by_file.values())
+
+    def pairs():
+        for index, group in enumerate(groups):
+            boxes = np.concatenate([_support_boxes(r)[0] for r in group])
+            yield load_image(group[0]), boxes
+            if (index + 1) % 100 == 0:
+                logger.info("PCB support: %d / %d images", index + 1, len(groups))
+
+    per_file = embed_all(feature_model, pairs())
+    embeddings = {}  # id(record) -> its rows
+    for group, rows in zip(groups, per_file):
+        start = 0
+        for record in group:
+            count = len(record["annotations"])
+            embeddings[id(record)] = np.asarray(rows[start:start + count], np.float64)
+            start += count
+    sums, counts = {}, {}
+    for record in with_boxes:  # summed in record order, as one record at a time would
+        for cls, vector in zip(_support_boxes(record)[1].tolist(), embeddings[id(record)]):
             sums[cls] = sums.get(cls, 0.0) + vector
             counts[cls] = counts.get(cls, 0) + 1
-        if (index + 1) % 100 == 0:
-            logger.info("PCB support: %d / %d images", index + 1, len(with_boxes))
     ids = sorted(sums)
     vectors = np.stack([sums[i] / counts[i] for i in ids]).astype(np.float32) if ids else \
         np.zeros((0, feature_model.dim), np.float32)

@@ -8,8 +8,10 @@ from defrcn.config.config import Config
 from defrcn.errors import InputError
 from defrcn.modeling.detector import build_detector
 from defrcn.modeling.pooler import ROIPooler
-from defrcn.pcb.feature_model import (DetectorFeatures, ImageNetResNetFeatures, build_feature_model,
-                                      roi_align_1x1)
+from defrcn.modeling.padding import valid_cells
+from defrcn.pcb import feature_model
+from defrcn.pcb.feature_model import (DetectorFeatures, ImageNetResNetFeatures, _axis_weights,
+                                      build_feature_model, roi_align_1x1)
 
 
 def _image(height, width, seed=0):
@@ -34,6 +36,41 @@ def test_roi_align_1x1_equals_the_pooler_with_adaptive_sampling(box):
     pooler = ROIPooler(output_size=1, spatial_scale=1.0 / 32, sampling_ratio=0, aligned=True)
     reference = pooler(ms.Tensor(features), ms.Tensor(box[None])).asnumpy()[:, :, 0, 0]
     np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+def _axis_weights_one_box_at_a_time(start, size, length):
+    """The straightforward form of `_axis_weights`: one box at a time, in Python."""
+    count = np.maximum(np.ceil(size), 0).astype(np.int64)
+    weights = np.zeros((len(start), length), np.float64)
+    for r in range(len(start)):
+        n = int(count[r])
+        if n == 0:
+            continue
+        pos = start[r] + (np.arange(n) + 0.5) * size[r] / n
+        inside = (pos >= -1.0) & (pos <= length)
+        pos = np.clip(pos[inside], 0.0, None)
+        low = np.floor(pos).astype(np.int64)
+        at_end = low >= length - 1
+        low = np.where(at_end, length - 1, low)
+        pos = np.where(at_end, low, pos)
+        high = np.minimum(low + 1, length - 1)
+        frac = pos - low
+        np.add.at(weights[r], low, 1.0 - frac)
+        np.add.at(weights[r], high, frac)
+    return weights, count
+
+
+def test_axis_weights_of_all_boxes_at_once_equal_one_box_at_a_time():
+    rng = np.random.RandomState(3)
+    length = 15
+    start = np.concatenate([rng.uniform(-4, length + 2, 200), [-3.0, 14.2, 2.0, 5.0, 0.0]])
+    size = np.concatenate([rng.uniform(0, 9, 200), [1.5, 3.0, 0.0, -1.0, 20.0]])  # empty, negative, huge
+    weights, count = _axis_weights(start, size, length)
+    expected, expected_count = _axis_weights_one_box_at_a_time(start, size, length)
+    np.testing.assert_array_equal(count, expected_count)
+    np.testing.assert_array_equal(weights, expected)  # the same additions in the same order
+    empty, none = _axis_weights(np.zeros(0), np.zeros(0), length)
+    assert empty.shape == (0, length) and none.shape == (0,)
 
 
 def test_roi_align_1x1_of_the_whole_image_is_the_mean_of_the_map():
@@ -116,3 +153,49 @@ def test_self_features_use_the_detectors_res5_and_leave_it_as_it_was():
     detector.roi_heads.res5.layer4[0].conv1.weight.set_data(
         ms.Tensor(np.zeros(detector.roi_heads.res5.layer4[0].conv1.weight.shape, np.float32)))
     assert fm.fingerprint != before  # new weights -> new prototypes
+
+
+class _OneGraphBoxHead(ms.nn.Cell):
+    """The "self" features of one image in one graph, as DetectorFeatures first computed them:
+    trunk -> ROI branch -> pooler -> res5 -> mean."""
+
+    def __init__(self, detector):
+        super().__init__(auto_prefix=False)
+        self.backbone, self.roi_branch = detector.backbone, detector.roi_branch
+        self.pooler, self.res5 = detector.roi_heads.pooler, detector.roi_heads.res5
+        self.feature_stride = detector.roi_heads.feature_stride
+
+    def construct(self, image, boxes, extent):
+        features = self.roi_branch(self.backbone(image, extent))
+        return self.res5(self.pooler(features, boxes, valid_cells(extent, self.feature_stride))).mean(axis=(2, 3))
+
+
+def test_self_features_of_many_images_equal_each_image_alone_in_one_graph(monkeypatch):
+    # res5 runs on RoIs packed across images: each box must still get its own image's features
+    monkeypatch.setattr(feature_model, "ROI_BUCKET", 4)
+    detector = build_detector(num_classes=3, depth=18, norm="bn", freeze_at=0, verbose=False)
+    cfg = _cfg("self", "")
+    fm = build_feature_model(cfg.test.pcb, detector, input=cfg.input)
+    reference = _OneGraphBoxHead(detector)
+    reference.set_train(False)
+    rng = np.random.RandomState(4)
+    pairs = []
+    for index, (height, width, count) in enumerate([(96, 128, 3), (128, 100, 0), (128, 128, 6), (64, 128, 1),
+                                                     (120, 90, 2)]):
+        xy = rng.rand(count, 2) * [width * 0.6, height * 0.6]
+        boxes = np.concatenate([xy, xy + 10 + rng.rand(count, 2) * 30], axis=1).astype(np.float32)
+        pairs.append((_image(height, width, seed=index), boxes))
+    many = fm.embed_many(iter(pairs))
+    assert [len(e) for e in many] == [3, 0, 6, 1, 2]
+    for (image, boxes), embedded in zip(pairs, many):
+        if not len(boxes):
+            continue
+        scale = feature_model.resize_scale(*image.shape[:2], 128, 128, (128, 128))
+        resized = feature_model.resize_image(image, feature_model.resized_shape(*image.shape[:2], scale))
+        chw = feature_model.normalize_to_canvas(resized, "torchvision", (128, 128))
+        padded = np.tile(np.float32([[0, 0, 1, 1]]), (8, 1))
+        padded[:len(boxes)] = boxes * np.float32(scale)
+        expected = reference(ms.Tensor(chw[None]), ms.Tensor(padded[None]),
+                             ms.Tensor(np.float32([resized.shape[:2]]))).asnumpy()[:len(boxes)]
+        np.testing.assert_allclose(embedded, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+        np.testing.assert_allclose(fm.embed(image, boxes), embedded, rtol=1e-5, atol=1e-6)

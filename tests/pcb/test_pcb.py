@@ -12,7 +12,7 @@ from defrcn.config.recipe import load_recipe
 from defrcn.data.spec import resolve_data_spec
 from defrcn.inference.predict import build_recipe_pcb
 from defrcn.pcb import build_pcb, default_cache_dir
-from defrcn.pcb.calibration import cosine_similarity
+from defrcn.pcb.calibration import cosine_similarity, select_for_calibration
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,6 +87,43 @@ def test_fsod_rescores_every_class_and_skips_the_image_when_nothing_qualifies(to
     assert features.calls == calls  # no embedding for an image without detections to rescore
     boxes = np.array([[10, 10, 60, 50], [20, 30, 90, 100]], np.float32)
     assert (pcb.rescore(test.records[0], boxes, [0.9, 0.8], [0, 2]) != np.float32([0.9, 0.8])).all()
+
+
+class ManyBoxFeatures(BoxFeatures):
+    """BoxFeatures with `embed_many`; records the images of each call."""
+
+    def __init__(self):
+        super().__init__()
+        self.many_calls = []
+
+    def embed_many(self, pairs):
+        pairs = list(pairs)
+        self.many_calls.append([image.shape for image, _ in pairs])
+        return [super(ManyBoxFeatures, self).embed(image, boxes) for image, boxes in pairs]
+
+
+@pytest.mark.parametrize("features", [BoxFeatures(), ManyBoxFeatures()], ids=["embed", "embed_many"])
+def test_rescore_many_equals_rescore_of_each_image(toy_root, tmp_path, features):
+    recipe = _recipe(toy_root, tmp_path)
+    test = recipe.dataset(recipe.cfg, "test")
+    pcb = build_pcb(_spec(recipe.cfg), recipe.cfg.test.pcb, features, test_meta=test.meta)
+    rng = np.random.RandomState(5)
+    images = []
+    for index, record in enumerate(test.records[:5]):
+        count = [4, 0, 3, 2, 5][index]
+        xy = rng.rand(count, 2) * 60
+        boxes = np.concatenate([xy, xy + 5 + rng.rand(count, 2) * 50], axis=1).astype(np.float32)
+        scores = rng.uniform(0.0, 1.0, count).astype(np.float32)
+        if index == 3:
+            scores[:] = 0.01  # nothing to rescore in this image
+        images.append((record, boxes, scores, rng.randint(0, len(test.meta.class_names), count)))
+    many = pcb.rescore_many(images)
+    assert len(many) == len(images)
+    for new, image in zip(many, images):
+        np.testing.assert_array_equal(new, pcb.rescore(*image))
+    if isinstance(features, ManyBoxFeatures):  # one call, for the images with something to rescore
+        todo = sum(select_for_calibration(i[2], i[3], pcb.rows, pcb.lower, pcb.upper).any() for i in images)
+        assert len(features.many_calls[-1]) == todo >= 2
 
 
 def test_self_feature_model_end_to_end(toy_root, tmp_path):

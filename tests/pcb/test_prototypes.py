@@ -144,3 +144,22 @@ def test_base_training_recipe_has_no_support_set(toy_root):
     cfg = load_recipe(REPO / "recipes" / "toy_base.py", [f"data.root={toy_root}"]).cfg
     with pytest.raises(InputError, match="data.setting"):
         load_support_set(_spec(cfg))
+
+
+def test_records_of_one_image_file_are_embedded_in_one_pass(toy_root):
+    # a VOC image listed for two classes is two records of one file: one pass, each box counted
+    records, meta = load_support_set(_spec(_recipe(toy_root).cfg))
+    first, second = records[0], records[1]
+    twin = dict(second, file_name=first["file_name"], height=first["height"], width=first["width"])
+    doubled = [first, twin] + records[2:]
+    fake = FakeFeatures()
+    protos = compute_prototypes(fake, doubled, meta)
+    assert len(fake.calls) == len({r["file_name"] for r in doubled if r.get("annotations")})
+    rows = np.concatenate([np.asarray(e, np.float64) for e in (
+        FakeFeatures().embed(np.zeros((r["height"], r["width"], 3), np.uint8), [a["bbox"] for a in r["annotations"]])
+        for r in doubled)])
+    classes = np.array([a["category_id"] for r in doubled for a in r["annotations"]])
+    for name, vector, count in zip(protos.class_names, protos.vectors, protos.counts):
+        mine = classes == meta.class_names.index(name)
+        assert count == mine.sum()
+        np.testing.assert_allclose(vector, rows[mine].mean(0), rtol=1e-6)
