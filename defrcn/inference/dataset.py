@@ -13,7 +13,7 @@ from tqdm import tqdm
 from defrcn.data.pipeline import input_errors_as_one_line
 from defrcn.data.transforms import boxes_to_original
 
-__all__ = ["run_inference", "detections_of_image"]
+__all__ = ["run_inference", "predict_dataset", "detections_of_predictions", "detections_of_image"]
 
 BOX_DECIMALS = 3  # 1/1000 pixel: keeps detections.json small, changes no AP
 
@@ -42,27 +42,26 @@ def _show_progress(progress):
     return bool(progress) and sys.stderr.isatty()
 
 
-def run_inference(model, loader, records, meta, *, progress=True, rescore=None):
-    """Detections of `model` on every image of `loader` (padding rows skipped).
+def predict_dataset(model, loader, records, *, progress=True):
+    """Per-image predictions of `model` on every image of `loader` (padding rows skipped).
 
     Args:
         model: callable `(images, image_sizes) -> (boxes (B, D, 4) canvas XYXY, scores (B, D),
             classes (B, D) contiguous int, valid (B, D))` (the DeFRCN Cell); put in eval
             mode here when it is a Cell.
         loader: test pipeline with columns images, image_sizes, ..., image_ids, scales.
-        records, meta: the test records (indexed by image_ids) and their DatasetMeta.
+        records: the test records (indexed by image_ids).
         progress: show a tqdm bar (only when stderr is a terminal).
-        rescore: optional `(record, boxes (D, 4) XYXY original np.float32, scores (D,),
-            classes (D,) contiguous) -> new scores (D,)` (PCB hooks in here).
     Returns:
-        list of COCO-format detection dicts, in record order of the loader.
+        list of (record, boxes (D, 4) XYXY original np.float32, scores (D,) float32, classes (D,)
+        int64 contiguous), in the loader's order.
     """
     import mindspore as ms
 
     if hasattr(model, "set_train"):
         model.set_train(False)
     total = loader.get_dataset_size() if hasattr(loader, "get_dataset_size") else None
-    detections = []
+    predictions = []
     bar = tqdm(total=total, desc="inference", unit="batch", disable=not _show_progress(progress))
     try:
         with input_errors_as_one_line():
@@ -76,14 +75,40 @@ def run_inference(model, loader, records, meta, *, progress=True, rescore=None):
                     keep = valid[row] > 0
                     image_boxes = boxes_to_original(boxes[row][keep], batch["scales"][row],
                                                     record["height"], record["width"])
-                    image_scores = scores[row][keep].astype(np.float32)
-                    image_classes = classes[row][keep].astype(np.int64)
-                    if rescore is not None and len(image_scores):
-                        image_scores = np.asarray(
-                            rescore(record, image_boxes, image_scores, image_classes), np.float32)
-                    detections += detections_of_image(record, image_boxes, image_scores,
-                                                      image_classes, meta)
+                    predictions.append((record, image_boxes, scores[row][keep].astype(np.float32),
+                                        classes[row][keep].astype(np.int64)))
                 bar.update(1)
     finally:
         bar.close()
+    return predictions
+
+
+def detections_of_predictions(predictions, meta, *, rescore=None, rescore_many=None):
+    """COCO-format detection dicts of `predict_dataset`'s predictions, in their order.
+
+    rescore: optional `(record, boxes (D, 4) XYXY original np.float32, scores (D,),
+    classes (D,) contiguous) -> new scores (D,)` per image with detections; rescore_many:
+    optional `[(record, boxes, scores, classes), ...] -> [new scores, ...]`, all images at
+    once (`PCB.rescore_many`). Neither changes `predictions`.
+    """
+    with_detections = [p for p in predictions if len(p[2])]
+    new_scores = {}
+    if rescore_many is not None:
+        new_scores = dict(zip(map(id, with_detections), rescore_many(with_detections)))
+    elif rescore is not None:
+        new_scores = {id(p): rescore(*p) for p in with_detections}
+    detections = []
+    for prediction in predictions:
+        record, boxes, scores, classes = prediction
+        if id(prediction) in new_scores:
+            scores = np.asarray(new_scores[id(prediction)], np.float32)
+        detections += detections_of_image(record, boxes, scores, classes, meta)
     return detections
+
+
+def run_inference(model, loader, records, meta, *, progress=True, rescore=None, rescore_many=None):
+    """Detections of `model` on every image of `loader` (padding rows skipped): COCO-format
+    dicts in the loader's order. `predict_dataset` and `detections_of_predictions` say what
+    the arguments are."""
+    predictions = predict_dataset(model, loader, records, progress=progress)
+    return detections_of_predictions(predictions, meta, rescore=rescore, rescore_many=rescore_many)

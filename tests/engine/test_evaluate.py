@@ -49,3 +49,28 @@ def test_eval_cli_rejects_a_checkpoint_of_another_class_count(evaluate, one_line
     all_classes = len(BASE_CLASS_NAMES) + len(NOVEL_CLASS_NAMES)
     one_line_error(evaluate("recipes/toy_1shot.py", "recipes/toy_base.py", "base.ckpt"), "base.ckpt",
                    "cls_score.weight", f"trained for {len(BASE_CLASS_NAMES)} classes, this recipe has {all_classes}")
+
+
+def test_one_detection_pass_gives_the_plain_and_the_pcb_tables_of_two_separate_passes(
+        toy_root, toy_checkpoint, tmp_path):
+    from pathlib import Path
+
+    from defrcn.engine.evaluate import Evaluation, _build_pcb, evaluate_model
+
+    repo = Path(__file__).resolve().parents[2]
+    sets = [f"data.root={toy_root}", *TINY]
+    checkpoint = toy_checkpoint("recipes/toy_1shot.py", *sets, name="model_final.ckpt")
+    evaluation = Evaluation(str(repo / "recipes" / "toy_1shot.py"), checkpoint=str(checkpoint),
+                            overrides=[*sets, f"output_dir={tmp_path / 'run'}"])
+    out = tmp_path / "once"
+    plain = evaluation.evaluate(pcb=False, output_dir=str(out), progress=False)
+    calibrated = evaluation.evaluate(pcb=True, output_dir=str(out), progress=False)
+    # as before: the test set detected for each table, PCB rescoring image by image during it
+    model, data = evaluation.model, evaluation.data
+    detections, metrics = evaluate_model(model, data, progress=False)
+    rescore = _build_pcb(evaluation.cfg, model, data).rescore
+    detections_pcb, metrics_pcb = evaluate_model(model, data, progress=False, rescore=rescore)
+    assert json.loads((out / "detections.json").read_text()) == detections
+    assert json.loads((out / "detections_pcb.json").read_text()) == detections_pcb
+    assert plain == metrics and calibrated == metrics_pcb
+    assert [d["score"] for d in detections_pcb] != [d["score"] for d in detections]  # PCB did rescore

@@ -5,7 +5,7 @@ import pytest
 from defrcn.data.records import DatasetMeta
 from defrcn.engine.evaluate import make_eval_fn
 from defrcn.errors import InputError
-from defrcn.inference.dataset import run_inference
+from defrcn.inference.dataset import detections_of_predictions, predict_dataset, run_inference
 from defrcn.recipes.common.builders import Data
 
 META = DatasetMeta("stub", ["cat", "dog", "owl"], [5, 9, 12], base_classes=["cat", "dog"],
@@ -74,6 +74,32 @@ def test_rescore_hook_sees_original_boxes_and_contiguous_classes():
     np.testing.assert_allclose(seen[1][1], [[5, 5, 25, 45]])
     assert seen[0][3].tolist() == [0, 1]
     assert [d["score"] for d in dets] == pytest.approx([0.45, 0.15, 0.4])
+
+
+def test_rescore_many_sees_every_image_with_detections_at_once_and_equals_rescore():
+    def rescore(record, boxes, scores, classes):
+        return scores * 0.5 + boxes[:, 0] * 0.01 + classes
+
+    calls = []
+
+    def rescore_many(images):
+        calls.append([record["image_id"] for record, _, _, _ in images])
+        return [rescore(*image) for image in images]
+
+    one = run_inference(StubModel(), StubLoader(), RECORDS, META, progress=False, rescore=rescore)
+    many = run_inference(StubModel(), StubLoader(), RECORDS, META, progress=False, rescore_many=rescore_many)
+    assert calls == [[101, 205]]
+    assert many == one
+
+
+def test_predictions_once_give_the_detections_with_and_without_rescoring():
+    predictions = predict_dataset(StubModel(), StubLoader(), RECORDS, progress=False)
+    assert [(p[0]["image_id"], len(p[1])) for p in predictions] == [(101, 2), (205, 1)]
+    plain = detections_of_predictions(predictions, META)
+    halved = detections_of_predictions(predictions, META, rescore=lambda r, b, s, c: s * 0.5)
+    assert plain == run_inference(StubModel(), StubLoader(), RECORDS, META, progress=False)
+    assert [d["score"] for d in halved] == pytest.approx([0.45, 0.15, 0.4])
+    assert detections_of_predictions(predictions, META) == plain  # the predictions were not changed
 
 
 def test_eval_fn_returns_metrics_and_restores_train_mode():
