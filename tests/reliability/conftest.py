@@ -35,6 +35,7 @@ class Tools:
     """Runs tools/*.py as a user would, with the session's data root and compile cache."""
 
     tiny = TINY
+    msrun_schedule = None  # MSRUN_SCHEDULE, set below
 
     def __init__(self, data_root, cache_dir):
         self.data_root = Path(data_root)
@@ -212,3 +213,34 @@ def tools(tmp_path_factory, kill_group):
     session_tools = Tools(data, root / "compile_cache")
     session_tools.kill_group = kill_group
     return session_tools
+
+
+# msrun with 2 CPU workers (test_msrun_kill_resume.py, test_multinode_msrun.py): 12 written
+# iterations at batch 2 -> 6 iterations at 2 workers x 2 images; checkpoints every 2.
+MSRUN_SCHEDULE = ["--set", "solver.max_iter=12", "--set", "solver.steps=[10]",
+                  "--set", "solver.checkpoint_period=4", "--no-eval"]
+MSRUN_TIMEOUT = 400  # s for a whole training under msrun
+Tools.msrun_schedule = MSRUN_SCHEDULE
+
+
+@pytest.fixture(scope="session")
+def msrun_reference(tools, tmp_path_factory):
+    """The output folder of an uninterrupted msrun training (one launcher, two local workers,
+    MSRUN_SCHEDULE; the workers' logs in OUT.msrun_logs): its model_final.ckpt is what every
+    interrupted and resumed msrun run must equal bit for bit."""
+    out = tmp_path_factory.mktemp("msrun_reference") / "run"
+    command = ["msrun", "--worker_num=2", "--local_worker_num=2", f"--master_port={free_port()}",
+               "--join=True", f"--log_dir={out}.msrun_logs", "tools/train.py",
+               *tools.train_args(out, *MSRUN_SCHEDULE)]
+    process = subprocess.Popen(command, cwd=REPO, env=tools.env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=MSRUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        kill_job(process, out)
+        output, _ = process.communicate()
+        pytest.fail(f"msrun still running after {MSRUN_TIMEOUT} s:\n{output[-3000:]}")
+    finally:
+        kill_job(process, out)
+    assert process.returncode == 0, output[-3000:]
+    return out

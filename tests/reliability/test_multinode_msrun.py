@@ -34,9 +34,6 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.msrun]
 WORKER_DEATH_TIMEOUT = 90  # s from the kill to both launchers' exit (measured at most 1.6 s and 35 s)
 RUN_TIMEOUT = 400  # s for a whole training under msrun
-# 12 written iterations at batch 2 -> 6 iterations at 2 workers x 2 images; checkpoints every 2.
-SCHEDULE = ["--set", "solver.max_iter=12", "--set", "solver.steps=[10]",
-            "--set", "solver.checkpoint_period=4", "--no-eval"]
 
 
 def _no_local_address(folder):
@@ -49,19 +46,17 @@ def _no_local_address(folder):
 
 
 class Launchers:
-    """msrun launchers training into `out`: one with two local workers (nodes=1), or
-    node_rank 0 and 1 with one local worker each (nodes=2). Output in OUT.node<r>.console."""
+    """Two msrun launchers training into `out`, node_rank 0 and 1 with one local worker each.
+    Output in OUT.node<r>.console. (The one-launcher reference run is the session's
+    msrun_reference.)"""
 
-    def __init__(self, tools, out, nodes, *options):
-        args = tools.train_args(out, *SCHEDULE, *options)
+    def __init__(self, tools, out, *options):
+        args = tools.train_args(out, *tools.msrun_schedule, *options)
         port = tools.free_port()
         self.tools, self.out, self.consoles, self.processes = tools, out, [], []
-        for rank in range(nodes):
+        for rank in range(2):
             env = tools.env()
-            if nodes == 1:
-                where = ["--local_worker_num=2"]
-            else:
-                where = ["--local_worker_num=1", f"--node_rank={rank}", "--master_addr=127.0.0.1"]
+            where = ["--local_worker_num=1", f"--node_rank={rank}", "--master_addr=127.0.0.1"]
             if rank == 1:
                 env["PATH"] = f"{_no_local_address(out.parent)}{os.pathsep}{env['PATH']}"
             console = out.parent / f"{out.name}.node{rank}.console"
@@ -109,27 +104,18 @@ class Launchers:
         self.kill()
 
 
-@pytest.fixture(scope="module")
-def one_launcher(tools, tmp_path_factory):
-    """model_final.ckpt of the uninterrupted run under one launcher with two workers."""
-    out = tmp_path_factory.mktemp("one_launcher") / "run"
-    with Launchers(tools, out, 1) as job:
-        job.finish()
-    return out / "model_final.ckpt"
-
-
-def test_two_launchers_train_bit_identical_to_one(tools, tmp_path, one_launcher):
+def test_two_launchers_train_bit_identical_to_one(tools, tmp_path, msrun_reference):
     out = tmp_path / "run"
-    with Launchers(tools, out, 2) as job:
+    with Launchers(tools, out) as job:
         job.finish()
     assert "Start scheduler process" not in job.output(1)  # node 1 acted as another machine
-    assert tools.largest_difference(one_launcher, out / "model_final.ckpt") == (0.0, [])
+    assert tools.largest_difference(msrun_reference / "model_final.ckpt", out / "model_final.ckpt") == (0.0, [])
 
 
 def test_killed_worker_stops_both_launchers_and_resume_is_bit_identical(tools, tmp_path,
-                                                                         one_launcher):
+                                                                         msrun_reference):
     out = tmp_path / "run"
-    with Launchers(tools, out, 2) as job:
+    with Launchers(tools, out) as job:
         tools.wait_for(lambda: 3 in tools.logged_iterations(out), 300, "iteration 3",
                        job.processes[0])
         victims = tools.worker_pids(out, rank=1)
@@ -152,7 +138,7 @@ def test_killed_worker_stops_both_launchers_and_resume_is_bit_identical(tools, t
     assert pointer in ("checkpoints/model_0000002.ckpt", "checkpoints/model_0000004.ckpt")
     tools.assert_all_checkpoints_readable(out)
 
-    with Launchers(tools, out, 2, "--resume") as job:
+    with Launchers(tools, out, "--resume") as job:
         job.finish()
     assert f"at iteration {int(pointer[-12:-5])}" in job.output(0)
-    assert tools.largest_difference(one_launcher, out / "model_final.ckpt") == (0.0, [])
+    assert tools.largest_difference(msrun_reference / "model_final.ckpt", out / "model_final.ckpt") == (0.0, [])

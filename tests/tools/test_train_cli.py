@@ -1,11 +1,8 @@
 """tools/train.py through the real CLI: a toy training whose loss falls, its TensorBoard
-events, kill -9 and --resume ending bit-identical, msrun with 2 CPU workers, and one-line
-errors for bad input. (The effective schedule per device count: tests/engine/test_schedule.py.)"""
+events, kill -9 and --resume ending bit-identical, and one-line errors for bad input.
+(msrun with 2 CPU workers: tests/reliability/test_msrun_kill_resume.py; the effective
+schedule per device count: tests/engine/test_schedule.py.)"""
 import json
-import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +11,6 @@ import pytest
 
 from defrcn.utils.tb_events import read_events, scalars
 
-REPO = Path(__file__).resolve().parents[2]
 LOSS_NAMES = ("total_loss", "loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg")
 BASE_ITERS, HALF = 12, 6  # tests/conftest.py TOY_BASE: 12 steps, a checkpoint at 6
 
@@ -88,40 +84,6 @@ def _identical(a, b):
     """Bit-identical values; NaN equals NaN (e.g. the stored python `random` gauss slot when empty)."""
     floating = np.issubdtype(a.dtype, np.floating)
     return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=floating)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow
-@pytest.mark.msrun
-def test_msrun_with_two_cpu_workers_trains_and_only_rank_0_writes(toy_tools, tmp_path):
-    msrun = Path(sys.executable).parent / "msrun"
-    if shutil.which(str(msrun)) is None:
-        pytest.skip("msrun is not installed next to this python")
-    out, logs = tmp_path / "run", tmp_path / "msrun_logs"
-    args = ["recipes/toy_base.py", "--output-dir", out, "--no-eval",
-            *toy_tools.sets("solver.max_iter=4", "solver.steps=[3]", "solver.warmup_iters=0")]
-    command = [str(msrun), "--worker_num=2", "--local_worker_num=2", f"--master_port={_free_port()}",
-               "--join=True", f"--log_dir={logs}", "--cluster_time_out=300", "tools/train.py", *map(str, args)]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900,
-                            env=toy_tools.env())
-    worker_logs = {p.name: p.read_text() for p in logs.glob("*.log")}
-    assert result.returncode == 0, "\n".join(f"== {k}\n{v[-2000:]}" for k, v in worker_logs.items())
-    for name in ("worker_0.log", "worker_1.log"):  # both ranks ran the data-parallel schedule
-        assert "batch 4 = 2 device(s) x 2 image(s)" in worker_logs[name], worker_logs[name][-2000:]
-    assert "saved checkpoint" in worker_logs["worker_0.log"]
-    assert "saved checkpoint" not in worker_logs["worker_1.log"]
-    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    events = [f for f in files if f.startswith("events.out.tfevents.")]
-    assert len(events) == 1, files
-    assert sorted(set(files) - set(events)) == ["config.json", "last_checkpoint", "log.txt", "metrics.jsonl",
-                                                "model_final.ckpt", "model_final.ckpt.sha256"]
-    assert [r["iter"] for r in _logged(out)] == [1, 2]  # 4 iterations at batch 2 = 2 at batch 4, once
-    assert json.loads((out / "config.json").read_text())["schedule"]["max_iter"] == 2
 
 
 def _train(toy_tools, *args, timeout=300):
