@@ -11,6 +11,7 @@ place that runs them all through the CLIs.
 import json
 import pickle
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -249,17 +250,39 @@ def _snapshot(folder):
     return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in Path(folder).rglob("*")}
 
 
-@pytest.mark.parametrize("name, setup, fragments", CASES, ids=[row[0] for row in CASES])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tools, tmp_path, nine_class_checkpoint,
-                                                         name, setup, fragments):
-    case = SimpleNamespace(tools=tools, root=tmp_path / "data", out=tmp_path / "out",
-                           nine_class_ckpt=nine_class_checkpoint)
-    shutil.copytree(tools.data_root, case.root)
-    case.out.mkdir()
-    (case.out / "keep.txt").write_text("an earlier file\n")
-    argv = setup(case)
-    before = _snapshot(tmp_path)
-    result = tools.run(argv[0], *argv[1:], timeout=180)
+@pytest.fixture(scope="module")
+def runs(tools, nine_class_checkpoint, tmp_path_factory):
+    """Every case set up in a folder of its own and its tool run, two at a time (a run is
+    mostly the tool's single-threaded start-up): {name: (result or the exception of the run,
+    the folder's snapshot before, after)}."""
+    prepared = {}
+    for name, setup, _ in CASES:
+        folder = tmp_path_factory.mktemp(name)
+        case = SimpleNamespace(tools=tools, root=folder / "data", out=folder / "out",
+                               nine_class_ckpt=nine_class_checkpoint)
+        shutil.copytree(tools.data_root, case.root)
+        case.out.mkdir()
+        (case.out / "keep.txt").write_text("an earlier file\n")
+        argv = setup(case)
+        prepared[name] = (folder, argv, _snapshot(folder))
+
+    def run(name):
+        folder, argv, before = prepared[name]
+        try:
+            result = tools.run(argv[0], *argv[1:], timeout=180)
+        except Exception as error:  # a timeout: reported by its own case's test
+            result = error
+        return name, (result, before, _snapshot(folder))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(run, prepared))
+
+
+@pytest.mark.parametrize("name, fragments", [(row[0], row[2]) for row in CASES], ids=[row[0] for row in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(runs, name, fragments):
+    result, before, after = runs[name]
+    if isinstance(result, Exception):
+        raise result
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "[WARNING]" not in result.stderr, result.stderr[-2000:]
@@ -267,4 +290,4 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tools, tmp_path, nine_c
     print(f"{name}: {lines[0]}")  # the corpus's messages, with pytest -s
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
-    assert _snapshot(tmp_path) == before, "the tool wrote or changed files"
+    assert after == before, "the tool wrote or changed files"
