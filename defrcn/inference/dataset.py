@@ -91,17 +91,16 @@ def detections_of_predictions(predictions, meta, *, rescore=None, rescore_many=N
     optional `[(record, boxes, scores, classes), ...] -> [new scores, ...]`, all images at
     once (`PCB.rescore_many`). Neither changes `predictions`.
     """
-    with_detections = [p for p in predictions if len(p[2])]
+    with_detections = [i for i, prediction in enumerate(predictions) if len(prediction[2])]
     new_scores = {}
     if rescore_many is not None:
-        new_scores = dict(zip(map(id, with_detections), rescore_many(with_detections)))
+        new_scores = dict(zip(with_detections, rescore_many([predictions[i] for i in with_detections])))
     elif rescore is not None:
-        new_scores = {id(p): rescore(*p) for p in with_detections}
+        new_scores = {i: rescore(*predictions[i]) for i in with_detections}
     detections = []
-    for prediction in predictions:
-        record, boxes, scores, classes = prediction
-        if id(prediction) in new_scores:
-            scores = np.asarray(new_scores[id(prediction)], np.float32)
+    for index, (record, boxes, scores, classes) in enumerate(predictions):
+        if index in new_scores:
+            scores = np.asarray(new_scores[index], np.float32)
         detections += detections_of_image(record, boxes, scores, classes, meta)
     return detections
 

@@ -50,15 +50,7 @@ class PCB:
         record: the test record (file_name, height, width); boxes (D, 4) XYXY original pixels;
         scores (D,); classes (D,) contiguous ids of the test set's meta.
         """
-        scores = np.asarray(scores, np.float32).reshape(-1)
-        classes = np.asarray(classes).reshape(-1).astype(np.int64)
-        selected = select_for_calibration(scores, classes, self.rows, self.lower, self.upper)
-        if not selected.any():
-            return scores.copy()
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        embeddings = self.feature_model.embed(self.load_image(record), boxes[selected])
-        return calibrate_scores(scores, classes, selected, embeddings, self.prototypes.vectors, self.rows,
-                                self.alpha)
+        return self.rescore_many([(record, boxes, scores, classes)])[0]
 
     def rescore_many(self, images):
         """`rescore` of many images in one pass of the feature model (`embed_many`): images is
