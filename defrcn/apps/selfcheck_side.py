@@ -37,7 +37,7 @@ def _stage_cells(model, spec):
     import mindspore.nn as nn
     from mindspore import ops
 
-    from defrcn.modeling.padding import padded_extent, region_mask, valid_cells
+    from defrcn.modeling.padding import apply_mask, padded_extent, region_mask, valid_cells
     from defrcn.modeling.postprocess import detect
     from defrcn.modeling.rpn import RPN
 
@@ -57,7 +57,7 @@ def _stage_cells(model, spec):
             rpn_in, roi_in = self.rpn_branch(res4), self.roi_branch(res4)
             # the RPN zeroes its input outside the extent before the head (RPN.construct)
             mask = region_mask(extent, rpn_in.shape[2], rpn_in.shape[3], self.stride)
-            objectness, deltas = self.rpn_head(rpn_in * mask)
+            objectness, deltas = self.rpn_head(apply_mask(rpn_in, mask))
             return res4, rpn_in, roi_in, objectness, deltas
 
     class RoI(nn.Cell):

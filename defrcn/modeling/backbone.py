@@ -20,7 +20,7 @@ from mindspore import Parameter
 from mindspore.common.initializer import initializer
 from mindcv.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from defrcn.modeling.padding import region_mask
+from defrcn.modeling.padding import apply_mask, region_mask
 from defrcn.modeling.param_count import count_parameters  # noqa: F401  (re-exported)
 
 __all__ = ["FrozenBatchNorm2d", "ResNetTrunk", "ResNetRes5", "build_resnet_c4", "freeze_cell",
@@ -138,7 +138,7 @@ class ResNetTrunk(nn.Cell):
         if extent is None:
             return self._unmasked(x)
         x = self.relu(self.bn1(self.conv1(x)))
-        x = self.max_pool(x * region_mask(extent, x.shape[2], x.shape[3], 2))
+        x = self.max_pool(apply_mask(x, region_mask(extent, x.shape[2], x.shape[3], 2)))
         if self.freeze_at >= 1:
             x = ops.stop_gradient(x)
         x = self._masked_stage(self.layer1, x, extent, 4, 4)
@@ -187,12 +187,12 @@ def _masked_block(block, x, mask_in, mask_out):
     mask_in / mask_out: region masks at the block's input and output strides."""
     if isinstance(block, Bottleneck):
         out = block.relu(block.bn1(block.conv1(x)))
-        out = out * (mask_in if out.shape[2] == mask_in.shape[2] else mask_out)
+        out = apply_mask(out, mask_in if out.shape[2] == mask_in.shape[2] else mask_out)
         out = block.relu(block.bn2(block.conv2(out)))
         out = block.bn3(block.conv3(out))
     else:
-        out = block.relu(block.bn1(block.conv1(x * mask_in)))
-        out = block.bn2(block.conv2(out * mask_out))
+        out = block.relu(block.bn1(block.conv1(apply_mask(x, mask_in))))
+        out = block.bn2(block.conv2(apply_mask(out, mask_out)))
     identity = x if block.down_sample is None else block.down_sample(x)
     return block.relu(out + identity)
 

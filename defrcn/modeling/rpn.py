@@ -12,7 +12,7 @@ from defrcn.modeling.box_coding import RPN_BOX_WEIGHTS, BoxCoder
 from defrcn.modeling.boxes import clip_boxes, nonempty_mask, pairwise_iou
 from defrcn.modeling.matching import match
 from defrcn.modeling.nms import EXCLUDED_SCORE, nms_block_for_device, nms_sorted
-from defrcn.modeling.padding import region_mask
+from defrcn.modeling.padding import apply_mask, region_mask
 from defrcn.modeling.random_keys import hash_uniform_at
 from defrcn.modeling.sampling import sample_balanced
 
@@ -134,7 +134,7 @@ class RPN(nn.Cell):
         anchor_valid = None
         if extent is not None:
             mask = region_mask(extent, features.shape[2], features.shape[3], self.anchor_generator.stride)
-            features = features * mask
+            features = apply_mask(features, mask)
             anchor_valid = self._anchor_valid(mask)
         objectness, deltas = self.head(features)
         anchors = self.anchor_generator(features)
