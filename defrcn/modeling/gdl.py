@@ -45,7 +45,16 @@ class ChannelAffine(nn.Cell):
 
     Named `weight`/`bias` so optimiser groups treat the bias as a bias (DeFRCN's AffineLayer
     stores them as (1, C, 1, 1); reshape when converting its checkpoints).
+
+    The forward is MindSpore's inference batch-norm kernel with mean 0, variance 1 and an
+    epsilon that rounds away in float32 (1 + 1e-12 == 1), which is exactly x * weight + bias.
+    Written as a broadcast Mul and Add, a training step on MindSpore 2.8's CPU held about 12
+    extra maps per affine (two affines on res4's output; 400 MiB each at 800 x 1333, batch 2).
+    The kernel's backward gives the weight and bias gradients with is_training=False on
+    every device (CANN's aclnnBatchNormBackward documents them).
     """
+
+    _EPS = 1e-12
 
     def __init__(self, channels):
         super().__init__()
@@ -54,7 +63,8 @@ class ChannelAffine(nn.Cell):
         self.bias = Parameter(initializer("zeros", (channels,), ms.float32), name="bias")
 
     def construct(self, x):
-        return x * self.weight.reshape((1, -1, 1, 1)) + self.bias.reshape((1, -1, 1, 1))
+        return ops.batch_norm(x, ops.zeros_like(self.weight), ops.ones_like(self.weight), self.weight,
+                              self.bias, False, 0.1, self._EPS)
 
     def extend_repr(self):
         return f"channels={self.channels}"

@@ -63,3 +63,21 @@ def test_channel_affine_applies_per_channel_weight_and_bias():
     x = np.random.default_rng(0).standard_normal((1, 2, 3, 3)).astype(np.float32)
     expected = x * np.array([2.0, -1.0]).reshape(1, 2, 1, 1) + np.array([0.5, 3.0]).reshape(1, 2, 1, 1)
     np.testing.assert_allclose(affine(ms.Tensor(x)).asnumpy(), expected, rtol=1e-6)
+
+
+def test_channel_affine_gradients_equal_the_elementwise_formula(each_mode):
+    rng = np.random.default_rng(1)
+    affine = ChannelAffine(4)
+    weight, bias = rng.standard_normal(4).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    affine.weight.set_data(ms.Tensor(weight))
+    affine.bias.set_data(ms.Tensor(bias))
+    x = rng.standard_normal((2, 4, 3, 5)).astype(np.float32)
+    upstream = rng.standard_normal((2, 4, 3, 5)).astype(np.float32)
+
+    def loss(features):
+        return (affine(features) * ms.Tensor(upstream)).sum()
+
+    grad_x, (grad_weight, grad_bias) = ms.grad(loss, grad_position=0, weights=affine.trainable_params())(ms.Tensor(x))
+    np.testing.assert_allclose(grad_x.asnumpy(), upstream * weight.reshape(1, 4, 1, 1), rtol=1e-6)
+    np.testing.assert_allclose(grad_weight.asnumpy(), (upstream * x).sum(axis=(0, 2, 3)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad_bias.asnumpy(), upstream.sum(axis=(0, 2, 3)), rtol=1e-5, atol=1e-5)
