@@ -163,7 +163,7 @@ def test_frozen_res5_still_passes_the_box_loss_gradient_to_the_affine_and_scaled
 
 
 CONTENT = (100, 120)  # not a multiple of 16: the maps end mid-way in every canvas
-CANVASES = ((112, 128), (128, 160), (160, 208))
+CANVASES = ((112, 128), (160, 208))  # a tight and a loose canvas
 
 
 def _in_canvas(images, canvas):
@@ -179,7 +179,7 @@ def _canvas_model():
 
 
 def test_detections_do_not_depend_on_the_canvas():
-    """An image in three canvases gives the detections of the same image run at its own size
+    """An image in two canvases gives the detections of the same image run at its own size
     (detectron2 tests one unpadded image at a time)."""
     model = _canvas_model()
     model.set_train(False)
@@ -200,7 +200,7 @@ def test_detections_do_not_depend_on_the_canvas():
 
 
 def test_training_losses_do_not_depend_on_the_canvas():
-    """A batch in three canvases gives the losses of the batch padded to its largest image
+    """A batch in two canvases gives the losses of the batch padded to its largest image
     (detectron2's ImageList), sampling included."""
     rng = np.random.RandomState(8)
     images = rng.randn(2, 3, *CONTENT).astype(np.float32)
