@@ -50,8 +50,8 @@ class ChannelAffine(nn.Cell):
     epsilon that rounds away in float32 (1 + 1e-12 == 1), which is exactly x * weight + bias.
     Written as a broadcast Mul and Add, a training step on MindSpore 2.8's CPU held about 12
     extra maps per affine (two affines on res4's output; 400 MiB each at 800 x 1333, batch 2).
-    The kernel's backward gives the weight and bias gradients with is_training=False on
-    every device (CANN's aclnnBatchNormBackward documents them).
+    Its backward gives the weight and bias gradients with is_training=False (tested on CPU;
+    CANN's aclnnBatchNormBackward documents them for Ascend).
     """
 
     _EPS = 1e-12
