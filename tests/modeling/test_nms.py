@@ -153,18 +153,19 @@ def random_boxes(rng, count, spread=100, size=(5, 40)):
     return np.concatenate([corners, corners + rng.uniform(*size, size=(count, 2))], 1).astype(np.float32)
 
 
-# 120 boxes: 18 blocks of 7 (a block size that divides nothing), 2 of 64, or one block.
+# 18 blocks of 7 (a block size that divides nothing), 2 of 64, or one block.
+N_BOXES = 120
 BOX_SETS = {
-    "random": lambda rng: random_boxes(rng, 120),
-    "crowded": lambda rng: random_boxes(rng, 120, spread=30, size=(20, 40)),  # most suppressed
-    "identical": lambda rng: np.tile(np.array([[10, 10, 50, 60]], np.float32), (120, 1)),
-    "disjoint": lambda rng: np.array([[20 * i, 0, 20 * i + 10, 10] for i in range(120)], np.float32),
-    "near_threshold": lambda rng: np.array([[i, 0, i + 20, 20] for i in range(120)], np.float32),  # chains
+    "random": lambda rng: random_boxes(rng, N_BOXES),
+    "crowded": lambda rng: random_boxes(rng, N_BOXES, spread=30, size=(20, 40)),  # most suppressed
+    "identical": lambda rng: np.tile(np.array([[10, 10, 50, 60]], np.float32), (N_BOXES, 1)),
+    "disjoint": lambda rng: np.array([[20 * i, 0, 20 * i + 10, 10] for i in range(N_BOXES)], np.float32),
+    "near_threshold": lambda rng: np.array([[i, 0, i + 20, 20] for i in range(N_BOXES)], np.float32),  # chains
 }
 
 
 @pytest.mark.parametrize("name", sorted(BOX_SETS))
-@pytest.mark.parametrize("block_size", [7, 64, 120])
+@pytest.mark.parametrize("block_size", [7, 64, N_BOXES])
 def test_blocked_nms_equals_greedy(name, block_size):
     rng = np.random.default_rng(3)
     boxes = BOX_SETS[name](rng)
