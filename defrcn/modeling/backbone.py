@@ -20,7 +20,7 @@ from mindspore import Parameter
 from mindspore.common.initializer import initializer
 from mindcv.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from defrcn.modeling.padding import apply_mask, region_mask
+from defrcn.modeling.padding import apply_mask, region_mask, tile_mask
 from defrcn.modeling.param_count import count_parameters  # noqa: F401  (re-exported)
 
 __all__ = ["FrozenBatchNorm2d", "ResNetTrunk", "ResNetRes5", "build_resnet_c4", "freeze_cell",
@@ -171,9 +171,16 @@ class ResNetTrunk(nn.Cell):
         mask_in = region_mask(extent, x.shape[2], x.shape[3], stride_in)
         height, width = _strided(x.shape[2], stride_out // stride_in), _strided(x.shape[3], stride_out // stride_in)
         mask_out = region_mask(extent, height, width, stride_out)
-        for block in stage:
-            x = _masked_block(block, x, mask_in, mask_out)
-            mask_in = mask_out
+        # Each mask is tiled to the channels it meets once per stage, not once per block (the
+        # product must not broadcast, see padding.tile_mask): the first block's input, then
+        # the width every later block masks.
+        first = stage[0]
+        inner = tile_mask(mask_out, first.conv2.in_channels)
+        entry = tile_mask(mask_in, first.conv1.in_channels if isinstance(first, BasicBlock)
+                          else first.conv2.in_channels)
+        x = _masked_block(first, x, entry, inner)
+        for index in range(1, len(stage)):
+            x = _masked_block(stage[index], x, inner, inner)
         return x
 
 
@@ -181,18 +188,19 @@ def _strided(length, factor):
     return (length + factor - 1) // factor
 
 
-def _masked_block(block, x, mask_in, mask_out):
+def _masked_block(block, x, entry, inner):
     """A mindcv BasicBlock / Bottleneck forward with the input of each 3x3 conv masked.
 
-    mask_in / mask_out: region masks at the block's input and output strides."""
+    entry: the tiled mask of the block's input (its stride; the 3x3's width for a
+    Bottleneck), inner: the tiled mask at the block's output stride, of its 3x3's width."""
     if isinstance(block, Bottleneck):
         out = block.relu(block.bn1(block.conv1(x)))
-        out = apply_mask(out, mask_in if out.shape[2] == mask_in.shape[2] else mask_out)
+        out = out * (entry if out.shape[2] == entry.shape[2] else inner)
         out = block.relu(block.bn2(block.conv2(out)))
         out = block.bn3(block.conv3(out))
     else:
-        out = block.relu(block.bn1(block.conv1(apply_mask(x, mask_in))))
-        out = block.bn2(block.conv2(apply_mask(out, mask_out)))
+        out = block.relu(block.bn1(block.conv1(x * entry)))
+        out = block.bn2(block.conv2(out * inner))
     identity = x if block.down_sample is None else block.down_sample(x)
     return block.relu(out + identity)
 
