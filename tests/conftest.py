@@ -18,8 +18,8 @@ os.environ.setdefault("GLOG_v", "3")  # MindSpore's C++ warnings (graph compile 
 
 def pytest_unconfigure(config):
     status = getattr(config, "_defrcn_exitstatus", None)
-    if status is None:
-        return
+    if status is None or hasattr(config, "workerinput"):
+        return  # an xdist worker ends through its channel to the controller
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(int(status))
@@ -27,6 +27,12 @@ def pytest_unconfigure(config):
 
 def pytest_sessionfinish(session, exitstatus):
     session.config._defrcn_exitstatus = exitstatus
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked slow first (in collection order otherwise): under `pytest -n` (make test)
+    the workers then finish on short tests instead of one waiting for the other's long one."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 # --- MindSpore's execution mode: set for one test (or one block), the previous mode restored ---

@@ -78,6 +78,7 @@ def test_training_returns_finite_losses_and_inference_fixed_shapes(each_mode):
     assert (b[:, 0] >= 0).all() and (b[:, 2] <= 112 + 1e-3).all() and (b[:, 3] <= 128 + 1e-3).all()
 
 
+@pytest.mark.slow
 def test_inference_in_roi_chunks_equals_all_at_once():
     """Inference pools and runs res5 on chunks of RoIs (memory); the detections must not
     depend on the chunk size (40 proposals per image: chunks of 7 leave a short last one)."""
@@ -98,6 +99,7 @@ def test_inference_in_roi_chunks_equals_all_at_once():
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_nms_in_blocks_gives_the_same_proposals_detections_and_losses():
     """NMS in blocks (as Ascend needs: at most 2864 boxes per NMSWithMask) equals one NMS: the
     RPN's 200 pre-NMS boxes and the 200 (class, box) pairs run in blocks of 16."""
@@ -142,6 +144,7 @@ def _fine_tune_gradients(gdl_scale_roi, source=None):
     return initial, {w.name: g.asnumpy() for w, g in zip(weights, grads)}
 
 
+@pytest.mark.slow
 def test_frozen_res5_still_passes_the_box_loss_gradient_to_the_affine_and_scaled_to_the_trunk():
     """ROI_HEADS.FREEZE_FEAT as in the original: res5's parameters get no gradient, but the
     box losses flow back through res5 to the ROI branch's affine and, times the GDL's lambda,
@@ -178,6 +181,7 @@ def _canvas_model():
     return model
 
 
+@pytest.mark.slow
 def test_detections_do_not_depend_on_the_canvas():
     """An image in two canvases gives the detections of the same image run at its own size
     (detectron2 tests one unpadded image at a time)."""
@@ -199,6 +203,7 @@ def test_detections_do_not_depend_on_the_canvas():
         np.testing.assert_allclose(got[0], own[0], rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_training_losses_do_not_depend_on_the_canvas():
     """A batch in two canvases gives the losses of the batch padded to its largest image
     (detectron2's ImageList), sampling included."""

@@ -132,6 +132,7 @@ def _inputs():
     return images, sizes, Tensor(gt), Tensor(classes), Tensor(valid)
 
 
+@pytest.mark.slow
 def test_whole_detector_losses_gradients_and_detections_match(graph_mode):
     direct, winograd = _detector("direct", norm="bn"), _detector("winograd", norm="bn")
     _same_weights(direct, winograd)

@@ -79,6 +79,7 @@ def test_roi_align_1x1_of_the_whole_image_is_the_mean_of_the_map():
     np.testing.assert_allclose(pooled[0], features.mean(axis=(1, 2)), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resnet101_embeddings_are_1000_d_and_a_whole_image_box_is_avgpool_plus_fc(tmp_path):
     path = tmp_path / "r101.ckpt"
     net = resnet101()

@@ -37,6 +37,7 @@ def _json_line(proc):
 FROZEN = ("--set", "model.norm=frozen_bn", "--set", "model.freeze_at=2", "--fold-bn")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode, extra", [("infer", ("--breakdown",)), ("train", FROZEN)])
 def test_model_modes_print_the_peer_keys(mode, extra):
     result = _json_line(_run("--mode", mode, "--batch", 1, "--size", 128, 128, "--iters", 1,
@@ -86,6 +87,7 @@ def test_bad_arguments_are_one_line_exit_2(args, needle):
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["infer", "train"])
 def test_winograd_res5_runs_through_the_tool_with_the_same_parameters(mode):
     winograd = _json_line(_run("--mode", mode, "--batch", 1, "--size", 128, 128, "--iters", 1, "--warmup", 0,
