@@ -19,10 +19,12 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) tools/demo.py
 
 # One pytest worker per core, at most 4 (each test's MindSpore uses several threads; much of a
-# test is single-threaded start-up and graph compiling). Tests are handed out as workers free up.
+# test is single-threaded start-up and graph compiling). Whole files are handed out as workers
+# free up, in collection order (slow tests first, tests/conftest.py), so a module's fixtures
+# are built once.
 # pytest's exit code 5 (no tests collected) is not a failure of the suite.
 test: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -n auto --maxprocesses=4 --dist worksteal tests; rc=$$?; \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 clean:
