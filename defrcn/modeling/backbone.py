@@ -20,7 +20,7 @@ from mindspore import Parameter
 from mindspore.common.initializer import initializer
 from mindcv.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from defrcn.modeling.padding import apply_mask, region_mask, tile_mask
+from defrcn.modeling.padding import apply_mask, region_mask
 from defrcn.modeling.param_count import count_parameters  # noqa: F401  (re-exported)
 
 __all__ = ["FrozenBatchNorm2d", "ResNetTrunk", "ResNetRes5", "build_resnet_c4", "freeze_cell",
@@ -130,7 +130,6 @@ class ResNetTrunk(nn.Cell):
         self.layer1 = resnet.layer1
         self.layer2 = resnet.layer2
         self.layer3 = resnet.layer3
-        self.mask_channels = tuple(_mask_channels(layer) for layer in (self.layer1, self.layer2, self.layer3))
         self.out_channels = out_channels
         self.stride = 16
         self.freeze_at = freeze_at
@@ -142,13 +141,13 @@ class ResNetTrunk(nn.Cell):
         x = self.max_pool(apply_mask(x, region_mask(extent, x.shape[2], x.shape[3], 2)))
         if self.freeze_at >= 1:
             x = ops.stop_gradient(x)
-        x = self._masked_stage(self.layer1, x, extent, 4, 4, self.mask_channels[0])
+        x = self._masked_stage(self.layer1, x, extent, 4, 4)
         if self.freeze_at >= 2:
             x = ops.stop_gradient(x)
-        x = self._masked_stage(self.layer2, x, extent, 4, 8, self.mask_channels[1])
+        x = self._masked_stage(self.layer2, x, extent, 4, 8)
         if self.freeze_at >= 3:
             x = ops.stop_gradient(x)
-        x = self._masked_stage(self.layer3, x, extent, 8, 16, self.mask_channels[2])
+        x = self._masked_stage(self.layer3, x, extent, 8, 16)
         if self.freeze_at >= 4:
             x = ops.stop_gradient(x)
         return x
@@ -168,15 +167,13 @@ class ResNetTrunk(nn.Cell):
             x = ops.stop_gradient(x)
         return x
 
-    def _masked_stage(self, stage, x, extent, stride_in, stride_out, channels):
+    def _masked_stage(self, stage, x, extent, stride_in, stride_out):
         mask_in = region_mask(extent, x.shape[2], x.shape[3], stride_in)
         height, width = _strided(x.shape[2], stride_out // stride_in), _strided(x.shape[3], stride_out // stride_in)
         mask_out = region_mask(extent, height, width, stride_out)
-        # Each mask is tiled to the channels it meets once per stage, not once per block (the
-        # product must not broadcast, see padding.tile_mask).
-        entry, inner = tile_mask(mask_in, channels[0]), tile_mask(mask_out, channels[1])
         for block in stage:
-            x = _masked_block(block, x, entry, inner)
+            x = _masked_block(block, x, mask_in, mask_out)
+            mask_in = mask_out
         return x
 
 
@@ -184,27 +181,18 @@ def _strided(length, factor):
     return (length + factor - 1) // factor
 
 
-def _mask_channels(stage):
-    """(first block's masked input, every 3x3 input): the channels a stage tiles its masks to."""
-    first = stage[0]
-    width = first.conv2.in_channels
-    return (first.conv1.in_channels if isinstance(first, BasicBlock) else width), width
-
-
-def _masked_block(block, x, entry, inner):
+def _masked_block(block, x, mask_in, mask_out):
     """A mindcv BasicBlock / Bottleneck forward with the input of each 3x3 conv masked.
 
-    entry / inner: the stage's masks tiled as `_mask_channels` says, at its input / output
-    stride. A map takes `entry` where it has entry's shape (the first block's input, or any
-    map of a stage that keeps its stride and width, where both masks are equal), else `inner`."""
+    mask_in / mask_out: region masks at the block's input and output strides."""
     if isinstance(block, Bottleneck):
         out = block.relu(block.bn1(block.conv1(x)))
-        out = out * (entry if out.shape == entry.shape else inner)
+        out = apply_mask(out, mask_in if out.shape[2] == mask_in.shape[2] else mask_out)
         out = block.relu(block.bn2(block.conv2(out)))
         out = block.bn3(block.conv3(out))
     else:
-        out = block.relu(block.bn1(block.conv1(x * (entry if x.shape == entry.shape else inner))))
-        out = block.bn2(block.conv2(out * inner))
+        out = block.relu(block.bn1(block.conv1(apply_mask(x, mask_in))))
+        out = block.bn2(block.conv2(apply_mask(out, mask_out)))
     identity = x if block.down_sample is None else block.down_sample(x)
     return block.relu(out + identity)
 
