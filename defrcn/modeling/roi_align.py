@@ -21,7 +21,7 @@ import mindspore as ms
 import mindspore.nn as nn
 import mindspore.ops as ops
 
-__all__ = ["axis_weights", "roi_align_grouped", "max_samples_per_bin", "ROIS_PER_CALL"]
+__all__ = ["axis_weights", "roi_align_grouped", "max_samples_per_bin", "swap_last_two_axes", "ROIS_PER_CALL"]
 
 ROIS_PER_CALL = 256
 
@@ -100,24 +100,44 @@ class _SeparableProducts(nn.Cell):
         return d_mat, ops.zeros_like(weight_a), ops.zeros_like(weight_b)
 
 
+_bmm_transpose_a = ops.BatchMatMul(transpose_a=True)
+_bmm_transpose_b = ops.BatchMatMul(transpose_b=True)
+
+
+def swap_last_two_axes(x):
+    """(B, M, K) -> (B, K, M), as a batched product with an identity matrix (exact).
+
+    MindSpore 2.8's CPU Transpose kernel keeps an int64 offset per element (twice a float32
+    tensor) from graph compilation on, for every Transpose node: a 48 MiB transpose held 114 MiB
+    and the pooled RoI maps of an image 0.4 GiB. A product with the identity of the shorter axis
+    costs B * M * K * min(M, K) multiply-adds and holds nothing but its output.
+    """
+    batch, rows, cols = x.shape
+    if rows <= cols:  # x^T @ I_rows
+        eye = ops.broadcast_to(ops.eye(rows, rows, x.dtype).expand_dims(0), (batch, rows, rows))
+        return _bmm_transpose_a(x, eye)
+    eye = ops.broadcast_to(ops.eye(cols, cols, x.dtype).expand_dims(0), (batch, cols, cols))
+    return _bmm_transpose_b(eye, x)  # I_cols @ x^T
+
+
 _products = _SeparableProducts()
 
 
 def roi_align_grouped(features, boxes, output_size, spatial_scale, sampling_ratio=0, aligned=True,
-                      channels_last=False, rois_per_call=ROIS_PER_CALL, valid_cells=None):
+                      rois_per_call=ROIS_PER_CALL, valid_cells=None):
     """ROIAlign of boxes grouped by image.
 
     Args:
         features: (B, C, H, W) float32.
         boxes: (B, N, 4) float32 [x0, y0, x1, y1] in image pixels, N boxes per image.
         output_size, spatial_scale, sampling_ratio, aligned: as detectron2's ROIAlign.
-        channels_last: return (B*N, P, P, C) instead of (B*N, C, P, P).
-        rois_per_call: boxes per image pooled at once (memory, not results).
+        rois_per_call: boxes per image pooled at once on a map at least as wide as tall
+            (memory, not results).
         valid_cells: optional (B, 2) float32 rows and columns of each image's map: sampling
             treats the map as ending there (detectron2 on a map of that size).
 
     Returns:
-        (B*N, C, P, P) float32 (or channels last). No gradient flows into `boxes`.
+        (B*N, C, P, P) float32. No gradient flows into `boxes`.
     """
     batch, channels, height, width = features.shape
     num = boxes.shape[1]
@@ -139,27 +159,24 @@ def roi_align_grouped(features, boxes, output_size, spatial_scale, sampling_rati
                             max_samples_per_bin(width, size, sampling_ratio), limit_x)  # (B, N, P, W)
     weight_y = ops.stop_gradient(weight_y)
     weight_x = ops.stop_gradient(weight_x)
-    # Contract the longer axis first: the intermediate then holds the shorter one.
-    if width >= height:
-        # (B, N*Pj, W) @ (B, W, C*H) = (B*N, Pj*C, H); @ (B*N, H, Pi) = (B*N, Pj, C, Pi)
-        mat = features.transpose(0, 3, 1, 2).reshape(batch, width, channels * height)
-        first, second = weight_x, weight_y
-        order = (0, 3, 1, 2) if channels_last else (0, 2, 3, 1)
-    else:
-        # (B, N*Pi, H) @ (B, H, C*W) = (B*N, Pi*C, W); @ (B*N, W, Pj) = (B*N, Pi, C, Pj)
-        mat = features.transpose(0, 2, 1, 3).reshape(batch, height, channels * width)
-        first, second = weight_y, weight_x
-        order = (0, 1, 3, 2) if channels_last else (0, 2, 1, 3)
-    # RoIs in chunks, each after the previous one: the (chunk, P*C, L) intermediate of one
+    # The map's columns are contracted first, so the map is needed as (B, W, C*H): a swap of the
+    # last two axes of its (B, C*H, W) view. Per RoI: (Pj, W) @ (W, C*H) = (Pj, C, H), then
+    # @ (H, Pi) = (Pj, C, Pi), and a last swap gives (C, Pi, Pj).
+    mat = swap_last_two_axes(features.reshape(batch, channels * height, width))
+    # RoIs in chunks, each after the previous one: the (chunk, Pj*C, H) intermediate of one
     # chunk is alive at a time (training at 512 x 512, batch 2: 940 MB for all 1024 at once).
+    # A map taller than wide gets fewer RoIs per chunk, which bounds it as a square map would.
+    per_call = max(1, rois_per_call * min(height, width) // height)
     parts = []
     previous = None
-    for begin in range(0, num, rois_per_call):
-        end = min(begin + rois_per_call, num)
-        first_part = first[:, begin:end].reshape(batch, (end - begin) * size, -1)
+    for begin in range(0, num, per_call):
+        end = min(begin + per_call, num)
+        first_part = weight_x[:, begin:end].reshape(batch, (end - begin) * size, width)
         if previous is not None:
             first_part = ops.depend(first_part, previous)
-        previous = _products(mat, first_part, second[:, begin:end].reshape(batch * (end - begin), size, -1))
+        second_part = weight_y[:, begin:end].reshape(batch * (end - begin), size, height)
+        previous = _products(mat, first_part, second_part)
         parts.append(previous.reshape(batch, end - begin, -1))
     pooled = parts[0] if len(parts) == 1 else ops.concat(parts, axis=1)
-    return pooled.reshape(batch * num, size, channels, size).transpose(order)
+    pooled = swap_last_two_axes(pooled.reshape(batch * num, size, channels * size))  # (B*N, C*Pi, Pj)
+    return pooled.reshape(batch * num, channels, size, size)

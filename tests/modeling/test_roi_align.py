@@ -92,15 +92,6 @@ def test_valid_cells_pool_as_a_map_of_that_size():
         np.testing.assert_allclose(got[image * 6:(image + 1) * 6], alone, atol=1e-5)
 
 
-def test_channels_last_is_a_transpose():
-    rng = np.random.default_rng(5)
-    features = rng.standard_normal((1, 4, 9, 11)).astype(np.float32)
-    boxes = random_boxes(rng, 1, 6, 144)
-    first = pool(features, boxes, 7, 1 / 16)
-    last = pool(features, boxes, 7, 1 / 16, channels_last=True)
-    np.testing.assert_array_equal(last, first.transpose(0, 2, 3, 1))
-
-
 def test_gradient_mass_is_one_per_bin_and_none_reaches_the_boxes():
     features = ms.Tensor(np.random.default_rng(2).standard_normal((1, 2, 8, 8)).astype(np.float32))
     boxes = ms.Tensor(np.array([[[8, 8, 56, 40], [16, 4, 40, 60]]], np.float32))
