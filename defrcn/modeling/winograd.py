@@ -46,9 +46,12 @@ class WinogradConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size=3, stride=1, pad_mode="pad", padding=1,
                          has_bias=has_bias, weight_init=weight_init if weight_init is not None else "normal")
         t_in, t_w, t_out = winograd_matrices()
-        self.t_in = Tensor(t_in, ms.float32)
-        self.t_w = Tensor(t_w, ms.float32)
-        self.t_out = Tensor(t_out, ms.float32)
+        self.t_in_t = Tensor(t_in.T, ms.float32)  # (36, 16)
+        self.t_w_t = Tensor(t_w.T, ms.float32)  # (36, 9)
+        self.t_out = Tensor(t_out, ms.float32)  # (36, 16)
+        self.matmul_nt = ops.MatMul(transpose_b=True)
+        self.matmul_tn = ops.MatMul(transpose_a=True)
+        self.bmm_nt = ops.BatchMatMul(transpose_b=True)
 
     def construct(self, x):
         if x.shape[2] != MAP_SIDE or x.shape[3] != MAP_SIDE:
@@ -62,12 +65,12 @@ class WinogradConv2d(nn.Conv2d):
     def _winograd(self, x):
         rois, channels, outputs = x.shape[0], x.shape[1], self.out_channels
         dtype = x.dtype
-        v = ops.matmul(x.reshape(rois * channels, 16), self.t_in.astype(dtype))
-        v = v.reshape(rois, channels, 36).transpose(2, 0, 1)
-        u = ops.matmul(self.weight.astype(dtype).reshape(outputs * channels, 9), self.t_w.astype(dtype))
-        u = u.reshape(outputs, channels, 36).transpose(2, 1, 0)
-        m = ops.bmm(v, u)  # (36, R, O)
-        y = ops.matmul(m.transpose(1, 2, 0).reshape(rois * outputs, 36), self.t_out.astype(dtype))
+        # Transposed operands are the matmuls' flags, not Transpose ops, whose CPU kernel holds
+        # twice its tensor (see defrcn.modeling.roi_align.swap_last_two_axes).
+        v = self.matmul_nt(self.t_in_t.astype(dtype), x.reshape(rois * channels, 16))  # (36, R*C)
+        u = self.matmul_nt(self.t_w_t.astype(dtype), self.weight.astype(dtype).reshape(outputs * channels, 9))
+        m = self.bmm_nt(v.reshape(36, rois, channels), u.reshape(36, outputs, channels))  # (36, R, O)
+        y = self.matmul_tn(m.reshape(36, rois * outputs), self.t_out.astype(dtype))  # (R*O, 16)
         return y.reshape(rois, outputs, MAP_SIDE, MAP_SIDE)
 
 
