@@ -24,7 +24,7 @@ from defrcn.modeling.sampling import sample_balanced
 # detectron2 ROI_BOX_HEAD.BBOX_REG_WEIGHTS
 ROI_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 # RoIs per image pooled and run through res5 at once in inference: bounds the pooled maps and
-# res5 activations alive at a time (R-101, 512 x 512: 2.0 GiB peak with 250, 1.96 with 125).
+# res5 activations alive at a time (R-101, 512 x 512, 1 Dec: 2.0 GiB peak with 250, 1.96 with 125).
 INFERENCE_CHUNK = 250
 
 
