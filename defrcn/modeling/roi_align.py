@@ -137,7 +137,7 @@ def roi_align_grouped(features, boxes, output_size, spatial_scale, sampling_rati
         boxes: (B, N, 4) float32 [x0, y0, x1, y1] in image pixels, N boxes per image.
         output_size, spatial_scale, sampling_ratio, aligned: as detectron2's ROIAlign.
         rois_per_call: boxes per image pooled at once on a map at least as wide as tall
-            (memory, not results).
+            (memory; the pooled values do not depend on it, the gradient's last bits do).
         valid_cells: optional (B, 2) float32 rows and columns of each image's map: sampling
             treats the map as ending there (detectron2 on a map of that size).
 
