@@ -6,7 +6,7 @@ import pytest
 
 import mindspore as ms
 
-from defrcn.modeling.roi_align import axis_weights, max_samples_per_bin, roi_align_grouped
+from defrcn.modeling.roi_align import axis_weights, max_samples_per_bin, roi_align_grouped, swap_last_two_axes
 
 pytestmark = pytest.mark.usefixtures("pynative_mode")
 
@@ -120,3 +120,18 @@ def test_roi_chunks_equal_all_at_once_with_gradient(each_mode):
     chunked = ms.value_and_grad(weighted(3))(features)  # chunks of 3, 3, 3, 1
     np.testing.assert_allclose(chunked[0].asnumpy(), whole[0].asnumpy(), rtol=1e-5)
     np.testing.assert_allclose(chunked[1].asnumpy(), whole[1].asnumpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 9), (2, 9, 4)])
+def test_swap_last_two_axes_is_an_exact_transpose(shape):
+    x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(swap_last_two_axes(ms.Tensor(x)).asnumpy(), x.transpose(0, 2, 1))
+
+
+def test_tall_map_chunks_equal_all_at_once():
+    rng = np.random.default_rng(8)
+    features = rng.standard_normal((1, 3, 13, 6)).astype(np.float32)  # taller than wide
+    boxes = random_boxes(rng, 1, 10, 96)
+    whole = pool(features, boxes, 7, 1 / 16, rois_per_call=1000)
+    chunked = pool(features, boxes, 7, 1 / 16, rois_per_call=4)  # 4 * 6 // 13 = 1 RoI per call
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
