@@ -1,7 +1,8 @@
 """Stage-by-stage parity of this project's detector and PCB with the original DeFRCN.
 
     python tools/parity.py --defrcn-src /tmp/src/DeFRCN --detectron2-src /tmp/src/detectron2 \
-        --torch-python /tmp/peer/bin/python [--sizes 800x1216,800x1067] [--configs base,finetune]
+        --torch-python /tmp/peer/bin/python [--sizes 800x1216,800x1067] [--configs base,finetune] \
+        [--set model.res5_conv=winograd]
 
 Two processes: `tools/parity_original.py`, run by `--torch-python`, builds the original
 er-muyue/DeFRCN detector (R-101 C4, its own config files) with random weights whose
@@ -451,7 +452,7 @@ def detection_row(t, label, res, orig, perm, floor=None, upstream_fp32=False):
            f"{len(good)} matched (same class, IoU>=0.99), {len(pairs)} at IoU>=0.5, min IoU {miou:.4f}", floor_text)
 
 
-def compare_config(name, req, work, arrays):
+def compare_config(name, req, work, arrays, settings=()):
     import mindspore as ms
     from defrcn.checkpoint.convert_detector import defrcn_to_detector_name
 
@@ -459,7 +460,7 @@ def compare_config(name, req, work, arrays):
     meta = json.load(open(os.path.join(work, "original_meta.json")))
     orig_names = meta[f"{name}/class_names"]
     ckpt = os.path.join(work, f"project_{name}.ckpt")
-    overrides = recipe_overrides(req, req["canvas_anchors"])
+    overrides = recipe_overrides(req, req["canvas_anchors"]) + list(settings)
     status(f"{name}: tools/convert.py defrcn original_{name}.pth -> {os.path.basename(ckpt)} ({recipe})")
     conv_lines = convert("defrcn", os.path.join(work, f"original_{name}.pth"), ckpt, recipe, overrides)
     for line in conv_lines:
@@ -683,19 +684,27 @@ def main(argv=None):
     parser.add_argument("--reuse-original", action="store_true", help="keep the original's results in --work")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--markdown", default="", help="also write the tables to this file")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the project's recipes, e.g. model.res5_conv=winograd (repeatable)")
     args = parser.parse_args(argv)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     for c in configs:
         if c not in CONFIGS:
             parser.error(f"--configs: unknown {c!r} (base, finetune)")
+    from defrcn.engine import load_recipe
+    from defrcn.errors import InputError
+
+    for c in configs:  # a bad --set fails here, not after the original's side has run
+        try:
+            load_recipe(os.path.join(ROOT, CONFIGS[c][3]), args.settings)
+        except InputError as error:
+            parser.error(f"--set: {error}")
     code = code_state(ROOT)  # before anything runs: the tree may change while this runs
     state = git_head(ROOT, code)
     work = args.work or tempfile.mkdtemp(prefix="parity_")
     os.makedirs(work, exist_ok=True)
     sizes = parse_sizes(args.sizes)
     # the RPN samples every anchor: batch = anchors on the largest canvas used (15 per cell, stride 16)
-    from defrcn.engine import load_recipe
-
     canvases = load_recipe(os.path.join(ROOT, CONFIGS[configs[0]][3])).cfg.input.canvases
     canvas_anchors = max(-(-int(c[0]) // 16) * -(-int(c[1]) // 16) * 15 for c in canvases)
     n = args.train_proposals
@@ -721,7 +730,7 @@ def main(argv=None):
     status(f"original done ({time.time() - t0:.0f} s); work folder {work}")
     all_tables, all_extras = [], {}
     for c in configs:
-        tables, extras = compare_config(c, req, work, arrays)
+        tables, extras = compare_config(c, req, work, arrays, args.settings)
         all_tables += tables
         all_extras[c] = extras
     meta = json.load(open(os.path.join(work, "original_meta.json")))
@@ -732,6 +741,7 @@ def main(argv=None):
     header = [f"project: {state}; MindSpore {mindspore.__version__}; original: "
               f"torch {meta['torch']}, torchvision {meta['torchvision']}, detectron2 {meta['detectron2']} "
               f"({meta['detectron2_file']}), python {meta['python']}",
+              *([f"project settings (--set): {' '.join(args.settings)}"] if args.settings else []),
               "patches applied to the original at run time:"] + [f"  - {p}" for p in meta["patches"]]
     print("\n".join(header))
     print(json.dumps(all_extras, indent=1, default=str))

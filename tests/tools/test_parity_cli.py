@@ -55,3 +55,13 @@ def test_help():
     out = subprocess.run([sys.executable, "tools/parity.py", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "--torch-python" in out.stdout
+
+
+def test_a_bad_setting_is_refused_before_the_original_runs(tmp_path):
+    out = subprocess.run([sys.executable, "tools/parity.py", "--defrcn-src", str(tmp_path), "--detectron2-src",
+                          str(tmp_path), "--torch-python", sys.executable, "--work", str(tmp_path / "work"),
+                          "--set", "model.res5_conv=fft"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].endswith(
+        "error: --set: model.res5_conv: 'fft' is not one of direct, winograd")
+    assert not (tmp_path / "work").exists()
