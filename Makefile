@@ -22,9 +22,10 @@ demo: $(STAMP)
 # test is single-threaded start-up and graph compiling). Whole files are handed out as workers
 # free up, in collection order (slow tests first, tests/conftest.py), so a module's fixtures
 # are built once.
+# The 20 slowest tests are listed at the end (where the suite's time goes).
 # pytest's exit code 5 (no tests collected) is not a failure of the suite.
 test: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder tests; rc=$$?; \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder --durations=20 tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 clean:
