@@ -694,9 +694,10 @@ def main(argv=None):
     from defrcn.engine import load_recipe
     from defrcn.errors import InputError
 
+    recipes = {}
     for c in configs:  # a bad --set fails here, not after the original's side has run
         try:
-            load_recipe(os.path.join(ROOT, CONFIGS[c][3]), args.settings)
+            recipes[c] = load_recipe(os.path.join(ROOT, CONFIGS[c][3]), args.settings)
         except InputError as error:
             parser.error(f"--set: {error}")
     code = code_state(ROOT)  # before anything runs: the tree may change while this runs
@@ -705,7 +706,7 @@ def main(argv=None):
     os.makedirs(work, exist_ok=True)
     sizes = parse_sizes(args.sizes)
     # the RPN samples every anchor: batch = anchors on the largest canvas used (15 per cell, stride 16)
-    canvases = load_recipe(os.path.join(ROOT, CONFIGS[configs[0]][3])).cfg.input.canvases
+    canvases = recipes[configs[0]].cfg.input.canvases
     canvas_anchors = max(-(-int(c[0]) // 16) * -(-int(c[1]) // 16) * 15 for c in canvases)
     n = args.train_proposals
     req = {"seed": args.seed, "sizes": sizes, "canvas_anchors": canvas_anchors, "hot_classes": args.hot_classes,
