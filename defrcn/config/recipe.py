@@ -48,6 +48,7 @@ CHOICES = {
     "input.format": ("msra", "torchvision"),
     "model.norm": ("frozen_bn", "bn"),
     "model.res5_conv": ("direct", "winograd"),
+    "model.conv_backward": ("auto", "stock", "lean"),
     "model.pooler_impl": ("matmul", "kernel"),
     "model.surgery": ("randinit", "remove", "none"),
     "solver.optimizer": ("sgd", "adamw"),

@@ -16,6 +16,7 @@ from mindspore import Parameter, Tensor
 
 from defrcn.modeling.backbone import build_resnet_c4, count_parameters
 from defrcn.modeling.gdl import DecoupledBranch
+from defrcn.modeling.lean_backward import CONV_BACKWARDS, lean_backward_for_device, use_lean_backward
 from defrcn.modeling.padding import padded_extent
 from defrcn.modeling.pooler import ROIPooler
 from defrcn.modeling.predictor import BoxPredictor
@@ -72,7 +73,7 @@ RES5_CONVS = ("direct", "winograd")
 def build_detector(*, num_classes, depth=101, norm="frozen_bn", freeze_at=3, stride_in_1x1=True,
                    gdl_scale_rpn=0.0, gdl_scale_roi=0.75, freeze_res5=False, cls_dropout=0.0,
                    pooler_resolution=7, pooler_impl="matmul", rpn=None, roi=None, sample_salt=0,
-                   size_divisibility=0, res5_conv="direct", verbose=True):
+                   size_divisibility=0, res5_conv="direct", conv_backward="stock", verbose=True):
     """Build DeFRCN from plain values (the recipe's `model(cfg)` maps cfg onto these).
 
     `rpn` and `roi` are dicts of keyword arguments for `RPN` and `Res5ROIHeads`
@@ -84,9 +85,14 @@ def build_detector(*, num_classes, depth=101, norm="frozen_bn", freeze_at=3, str
     image in training).
     `res5_conv`: "direct" (the stock convolution) or "winograd" (res5's 3x3 convolutions on its
     4x4 maps as Winograd F(4x4, 3x3) matmuls, `winograd.py`; same parameters).
+    `conv_backward`: the backward of the trunk's and the RPN head's trainable 3x3 convolutions:
+    "stock", "lean" (keeps only their inputs, `lean_backward.py`; same parameters, gradients
+    equal to rounding) or "auto" (lean where the device needs it: CPU).
     """
     if res5_conv not in RES5_CONVS:
         raise ValueError(f"res5_conv must be one of {', '.join(RES5_CONVS)}, got {res5_conv!r}")
+    if conv_backward not in CONV_BACKWARDS:
+        raise ValueError(f"conv_backward must be one of {', '.join(CONV_BACKWARDS)}, got {conv_backward!r}")
     trunk, res5 = build_resnet_c4(depth, norm=norm, freeze_at=freeze_at, stride_in_1x1=stride_in_1x1)
     if res5_conv == "winograd":
         use_winograd(res5)
@@ -97,6 +103,9 @@ def build_detector(*, num_classes, depth=101, norm="frozen_bn", freeze_at=3, str
             param.requires_grad = False
     channels = trunk.out_channels
     rpn_cell = RPN(in_channels=channels, sample_salt=sample_salt, **(rpn or {}))
+    if conv_backward == "lean" or (conv_backward == "auto" and lean_backward_for_device()):
+        use_lean_backward(trunk)
+        use_lean_backward(rpn_cell)
     predictor = BoxPredictor(res5.out_channels, num_classes, cls_dropout=cls_dropout, sample_salt=sample_salt)
     pooler = ROIPooler(output_size=pooler_resolution, spatial_scale=1.0 / 16, sampling_ratio=0, aligned=True,
                        impl=pooler_impl)

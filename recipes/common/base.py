@@ -77,6 +77,10 @@ def _defrcn_defaults():
             # res5's 3x3 convolutions on the 4x4 RoI maps: "direct" (stock Conv2D) or "winograd"
             # (F(4x4, 3x3) as matmuls, defrcn/modeling/winograd.py; same weights)
             res5_conv="direct",
+            # backward of the trunk's and RPN head's trainable 3x3 convolutions: "stock", "lean" (keeps
+            # only their inputs; MindSpore's CPU kernels keep 18 maps each, defrcn/modeling/lean_backward.py)
+            # or "auto" (lean on CPU only)
+            conv_backward="auto",
             # detectron2 Backbone.size_divisibility (0 for the C4 ResNet): whatever the canvas, results
             # are those of the image padded only to the batch's largest (one image at test time)
             size_divisibility=0,

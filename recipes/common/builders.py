@@ -31,6 +31,7 @@ def model(cfg, *, rank=0):
         freeze_res5=m.freeze_res5, cls_dropout=m.cls_dropout, pooler_resolution=m.pooler_resolution,
         pooler_impl=m.get("pooler_impl", "matmul"),
         res5_conv=m.get("res5_conv", "direct"),
+        conv_backward=m.get("conv_backward", "stock"),
         size_divisibility=m.get("size_divisibility", 0),
         rpn={key: tuple(v) if isinstance(v, list) else v for key, v in m.rpn.items()},
         roi=dict(batch_size_per_image=roi.batch_size_per_image, positive_fraction=roi.positive_fraction,
