@@ -67,3 +67,16 @@ def test_a_whole_trunk_keeps_its_parameters_and_gradients(graph_mode):
 def test_only_the_cpu_asks_for_it():
     assert lean_backward_for_device("CPU")
     assert not lean_backward_for_device("GPU") and not lean_backward_for_device("Ascend")
+
+
+@pytest.mark.parametrize("choice, expected", [("auto", 6 + 1), ("lean", 6 + 1), ("stock", 0)])
+def test_the_detector_setting_picks_the_trunk_and_rpn_convolutions(choice, expected):
+    """On CPU "auto" is lean: res3/res4's trainable 3x3s (freeze_at 2) and the RPN head's."""
+    from defrcn.modeling.detector import build_detector
+
+    model = build_detector(num_classes=3, depth=18, freeze_at=2, conv_backward=choice, verbose=False)
+    lean = [name for name, cell in model.cells_and_names() if isinstance(cell, LeanBackwardConv2d)]
+    assert len(lean) == expected
+    assert all(name.startswith(("backbone.", "proposal_generator.")) for name in lean)
+    with pytest.raises(ValueError, match="conv_backward must be one of auto, stock, lean"):
+        build_detector(num_classes=3, depth=18, conv_backward="fast", verbose=False)

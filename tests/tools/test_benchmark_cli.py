@@ -47,7 +47,7 @@ def test_model_modes_print_the_peer_keys(mode, extra):
     assert result["median_ms"] > 0 and result["compile_s"] > 0 and result["peak_rss_mib"] > 100
     assert result["params"] == 11_798_940  # ResNet-18 C4 with 6 classes
     assert result["res5_conv"] == "winograd"  # the toy recipe's
-    assert result["conv_backward"] == "auto"  # lean on CPU: res3/res4's trainable 3x3s under freeze_at 2
+    assert result["conv_backward"] == "stock"  # the toy recipe's
     # calibrated statistics: the RPN keeps proposals (up to the post-NMS top-k of the mode)
     assert 0 < result["proposals_per_image"] <= 50
     assert result["device"] == "CPU" and result["mindspore"].startswith("2.")
@@ -93,12 +93,12 @@ def test_bad_arguments_are_one_line_exit_2(args, needle):
 @pytest.mark.parametrize("mode", ["infer", "train"])
 def test_direct_res5_runs_through_the_tool_with_the_same_parameters(mode):
     # The toy recipe's own choice is "winograd" (test_model_modes_print_the_peer_keys runs it).
-    # ... and its 3x3 backward "auto" (lean on CPU): here the stock one
+    # ... and its 3x3 backward is the stock one: here the lean one (training: every trainable 3x3)
     direct = _json_line(_run("--mode", mode, "--batch", 1, "--size", 128, 128, "--iters", 1, "--warmup", 0,
-                             "--json", "--set", "model.res5_conv=direct", "--set", "model.conv_backward=stock"))
+                             "--json", "--set", "model.res5_conv=direct", "--set", "model.conv_backward=lean"))
     assert direct["median_ms"] > 0 and 0 < direct["proposals_per_image"] <= 50
     assert direct["params"] == 11_798_940  # the same checkpoint layout as the Winograd and lean forms
-    assert direct["res5_conv"] == "direct" and direct["conv_backward"] == "stock"
+    assert direct["res5_conv"] == "direct" and direct["conv_backward"] == "lean"
     refused = _run("--mode", mode, "--set", "model.res5_conv=fft")
     assert refused.returncode == 2
     assert refused.stderr.strip() == "error: model.res5_conv: 'fft' is not one of direct, winograd"
