@@ -64,7 +64,7 @@ class _LeanConv3x3(nn.Cell):
         cols = ops.Conv2D(9 * channels, 3, pad_mode="pad", pad=1, group=channels)(ops.depend(x, dout), unfold)
         dw = self.bmm_nt(dout.reshape(batch, outputs, height * width),
                          cols.reshape(batch, 9 * channels, height * width)).sum(0)
-        return dx, dw.reshape(outputs, channels, 3, 3), ops.zeros_like(unfold)
+        return dx.astype(x.dtype), dw.reshape(outputs, channels, 3, 3).astype(weight.dtype), ops.zeros_like(unfold)
 
 
 class LeanBackwardConv2d(nn.Conv2d):
@@ -73,12 +73,15 @@ class LeanBackwardConv2d(nn.Conv2d):
 
     def __init__(self, in_channels, out_channels, *, has_bias=False, weight_init=None):
         super().__init__(in_channels, out_channels, kernel_size=3, stride=1, pad_mode="pad", padding=1,
-                         has_bias=has_bias, weight_init=weight_init if weight_init is not None else "normal")
+                         has_bias=has_bias, weight_init=weight_init if weight_init is not None else "normal",
+                         bias_init="zeros")
         self.unfold = Tensor(_unfold_kernels(in_channels))
         self.kernel = _LeanConv3x3()
 
     def construct(self, x):
-        out = self.kernel(x, self.weight, self.unfold.astype(x.dtype))
+        # the cast is explicit so that its backward returns the weight's gradient in the
+        # weight's dtype under mixed precision (a Cell's own input casts do not)
+        out = self.kernel(x, self.weight.astype(x.dtype), self.unfold.astype(x.dtype))
         if self.has_bias:
             out = self.bias_add(out, self.bias)
         return out
@@ -101,7 +104,10 @@ def use_lean_backward(cell):
         if type(child) is nn.Conv2d and _is_plain_3x3(child):
             if not child.weight.requires_grad:
                 continue
-            new = LeanBackwardConv2d(child.in_channels, child.out_channels, has_bias=child.has_bias)
+            # zeros: no draw from the global seed's stream, so the layers built after this
+            # initialise as they would without it
+            new = LeanBackwardConv2d(child.in_channels, child.out_channels, has_bias=child.has_bias,
+                                     weight_init="zeros")
             names = {attr: param.name for attr, param in child.parameters_and_names()}
             new.weight = child.weight
             if child.has_bias:

@@ -80,3 +80,41 @@ def test_the_detector_setting_picks_the_trunk_and_rpn_convolutions(choice, expec
     assert all(name.startswith(("backbone.", "proposal_generator.")) for name in lean)
     with pytest.raises(ValueError, match="conv_backward must be one of auto, stock, lean"):
         build_detector(num_classes=3, depth=18, conv_backward="fast", verbose=False)
+
+
+def test_float16_gradients_have_the_stock_dtypes(graph_mode):
+    """Under mindspore.amp O3 (as the O1 recipes convert each Conv2d) the weight's gradient stays
+    float32, as the stock convolution's does."""
+    from mindspore import amp
+
+    stock = nn.Conv2d(4, 5, 3, pad_mode="pad", padding=1, has_bias=True, weight_init="normal")
+    lean = LeanBackwardConv2d(4, 5, has_bias=True)
+    lean.weight.set_data(stock.weight.data.copy())
+    lean.bias.set_data(stock.bias.data.copy())
+    x, weights = _random((2, 4, 6, 7), 4), _random((2, 5, 6, 7), 5)
+    results = []
+    for conv in (lean, stock):
+        half = amp.auto_mixed_precision(conv, "O3")
+        grad_fn = ms.value_and_grad(_Loss(half), grad_position=0, weights=conv.trainable_params())
+        _, (dx, dparams) = grad_fn(x, weights)
+        results.append([dx] + list(dparams))
+    assert [g.dtype for g in results[0]] == [g.dtype for g in results[1]]
+    for got, expected in zip(*results):
+        scale = np.abs(expected.asnumpy().astype(np.float32)).max()
+        np.testing.assert_allclose(got.asnumpy().astype(np.float32), expected.asnumpy().astype(np.float32),
+                                   rtol=1e-2, atol=1e-2 * scale)
+
+
+def test_the_lean_detector_initialises_as_the_stock_one():
+    """Replacing the convolutions draws nothing from the global seed's stream: under one seed
+    both detectors start from the same random weights (from-scratch training starts alike)."""
+    from defrcn.modeling.detector import build_detector
+
+    values = []
+    for choice in ("lean", "stock"):
+        ms.set_seed(0)
+        model = build_detector(num_classes=3, depth=18, freeze_at=2, conv_backward=choice, verbose=False)
+        values.append({p.name: p.asnumpy() for p in model.get_parameters()})
+    assert values[0].keys() == values[1].keys()
+    for name, value in values[0].items():
+        np.testing.assert_array_equal(value, values[1][name], err_msg=name)
