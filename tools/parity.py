@@ -2,7 +2,7 @@
 
     python tools/parity.py --defrcn-src /tmp/src/DeFRCN --detectron2-src /tmp/src/detectron2 \
         --torch-python /tmp/peer/bin/python [--sizes 800x1216,800x1067] [--configs base,finetune] \
-        [--set model.res5_conv=winograd]
+        [--set model.res5_conv=direct]
 
 Two processes: `tools/parity_original.py`, run by `--torch-python`, builds the original
 er-muyue/DeFRCN detector (R-101 C4, its own config files) with random weights whose
@@ -685,7 +685,7 @@ def main(argv=None):
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--markdown", default="", help="also write the tables to this file")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                        help="a setting of the project's recipes, e.g. model.res5_conv=winograd (repeatable)")
+                        help="a setting of the project's recipes, e.g. model.res5_conv=direct (repeatable)")
     args = parser.parse_args(argv)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     for c in configs:

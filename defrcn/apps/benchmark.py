@@ -350,6 +350,7 @@ def _benchmark_model(recipe, mode, batch, size, iters, warmup, breakdown, seed, 
     import mindspore as ms
 
     from defrcn.modeling.param_count import count_parameters
+    from defrcn.modeling.winograd import resolve_res5_conv
 
     cfg = recipe.cfg
     model = _build_model(recipe)
@@ -387,7 +388,8 @@ def _benchmark_model(recipe, mode, batch, size, iters, warmup, breakdown, seed, 
                   folded_bn=folded,
                   runtime_num_threads=ms.get_context("runtime_num_threads"),
                   depth=cfg.model.depth, pooler=cfg.model.pooler_resolution,
-                  rois_per_image=cfg.model.roi.batch_size_per_image, res5_conv=cfg.model.res5_conv,
+                  rois_per_image=cfg.model.roi.batch_size_per_image,
+                  res5_conv=resolve_res5_conv(cfg.model.res5_conv),
                   conv_backward=cfg.model.get("conv_backward", "stock"))
     if breakdown:
         result.update(_breakdown(model, tensors["images"], tensors["image_sizes"], iters, warmup))

@@ -47,7 +47,7 @@ CHOICES = {
     "data.setting": ("base", "fsod", "tfa"),
     "input.format": ("msra", "torchvision"),
     "model.norm": ("frozen_bn", "bn"),
-    "model.res5_conv": ("direct", "winograd"),
+    "model.res5_conv": ("auto", "direct", "winograd"),
     "model.conv_backward": ("auto", "stock", "lean"),
     "model.pooler_impl": ("matmul", "kernel"),
     "model.surgery": ("randinit", "remove", "none"),

@@ -22,7 +22,7 @@ from defrcn.modeling.pooler import ROIPooler
 from defrcn.modeling.predictor import BoxPredictor
 from defrcn.modeling.roi_heads import Res5ROIHeads
 from defrcn.modeling.rpn import RPN
-from defrcn.modeling.winograd import use_winograd
+from defrcn.modeling.winograd import resolve_res5_conv, use_winograd
 
 LOSS_NAMES = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg")
 
@@ -68,8 +68,6 @@ class DeFRCN(nn.Cell):
                               extent)
 
 
-RES5_CONVS = ("direct", "winograd")
-
 def build_detector(*, num_classes, depth=101, norm="frozen_bn", freeze_at=3, stride_in_1x1=True,
                    gdl_scale_rpn=0.0, gdl_scale_roi=0.75, freeze_res5=False, cls_dropout=0.0,
                    pooler_resolution=7, pooler_impl="matmul", rpn=None, roi=None, sample_salt=0,
@@ -83,14 +81,14 @@ def build_detector(*, num_classes, depth=101, norm="frozen_bn", freeze_at=3, str
     `Backbone.size_divisibility`, 0 for the C4 ResNet): whatever the canvas, the detector gives
     what detectron2 gives on the image padded to that multiple (and to the batch's largest
     image in training).
-    `res5_conv`: "direct" (the stock convolution) or "winograd" (res5's 3x3 convolutions on its
-    4x4 maps as Winograd F(4x4, 3x3) matmuls, `winograd.py`; same parameters).
+    `res5_conv`: "direct" (the stock convolution), "winograd" (res5's 3x3 convolutions on its
+    4x4 maps as Winograd F(4x4, 3x3) matmuls, `winograd.py`; same parameters) or "auto"
+    (Winograd on CPU).
     `conv_backward`: the backward of the trunk's and the RPN head's trainable 3x3 convolutions:
     "stock", "lean" (keeps only their inputs, `lean_backward.py`; same parameters, gradients
     equal to rounding) or "auto" (lean where the device needs it: CPU).
     """
-    if res5_conv not in RES5_CONVS:
-        raise ValueError(f"res5_conv must be one of {', '.join(RES5_CONVS)}, got {res5_conv!r}")
+    res5_conv = resolve_res5_conv(res5_conv)
     if conv_backward not in CONV_BACKWARDS:
         raise ValueError(f"conv_backward must be one of {', '.join(CONV_BACKWARDS)}, got {conv_backward!r}")
     trunk, res5 = build_resnet_c4(depth, norm=norm, freeze_at=freeze_at, stride_in_1x1=stride_in_1x1)

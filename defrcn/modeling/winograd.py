@@ -20,7 +20,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-__all__ = ["WinogradConv2d", "winograd_matrices", "use_winograd"]
+__all__ = ["RES5_CONVS", "WinogradConv2d", "winograd_matrices", "use_winograd", "resolve_res5_conv"]
 
 # Lavin & Gray's F(4, 3) at the points 0, 1, -1, 2, -2, infinity.
 _BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
@@ -29,6 +29,21 @@ _G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
                [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64)
 _AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], np.float64)
 MAP_SIDE = 4
+RES5_CONVS = ("auto", "direct", "winograd")
+
+
+def resolve_res5_conv(choice, device=None):
+    """"direct" or "winograd" for the setting `choice` on `device` (default: MindSpore's target).
+
+    "auto" is Winograd on CPU, where MindSpore's Conv2D on 4x4 maps is the slowest op of res5
+    and the matmuls are 4x faster (docs/benchmark.md, per-op profile); GPU and Ascend keep their
+    own convolution kernels, which pick their algorithms themselves and run float16 under amp,
+    where Winograd's transforms lose more precision."""
+    if choice not in RES5_CONVS:
+        raise ValueError(f"res5_conv must be one of {', '.join(RES5_CONVS)}, got {choice!r}")
+    if choice != "auto":
+        return choice
+    return "winograd" if (device or ms.get_context("device_target")) == "CPU" else "direct"
 
 
 def winograd_matrices():

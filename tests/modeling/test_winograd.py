@@ -7,7 +7,7 @@ from mindspore import Tensor, nn, ops
 
 from defrcn.modeling.detector import build_detector
 from defrcn.modeling.fold_bn import fold_for_inference
-from defrcn.modeling.winograd import WinogradConv2d, use_winograd, winograd_matrices
+from defrcn.modeling.winograd import WinogradConv2d, resolve_res5_conv, use_winograd, winograd_matrices
 
 
 class Apply(nn.Cell):
@@ -164,3 +164,23 @@ def test_whole_detector_losses_gradients_and_detections_match(graph_mode):
     np.testing.assert_array_equal(out_w[3], out_d[3])  # the same detections survive
     np.testing.assert_allclose(out_w[1], out_d[1], rtol=1e-4, atol=1e-5)  # scores
     np.testing.assert_allclose(out_w[0], out_d[0], rtol=1e-4, atol=1e-3)  # boxes, pixels
+
+
+@pytest.mark.parametrize("device, expected", [("CPU", "winograd"), ("GPU", "direct"), ("Ascend", "direct")])
+def test_auto_is_winograd_on_cpu_only(device, expected):
+    assert resolve_res5_conv("auto", device) == expected
+    assert resolve_res5_conv("direct", device) == "direct"
+    assert resolve_res5_conv("winograd", device) == "winograd"
+
+
+def test_the_detector_setting_picks_res5_convolutions():
+    """On this CPU "auto" builds the Winograd res5 (R-18: three 3x3s); a bad value is refused."""
+    counts = {}
+    for choice in ("auto", "direct", "winograd"):
+        model = build_detector(num_classes=3, depth=18, res5_conv=choice, verbose=False)
+        counts[choice] = [name for name, cell in model.cells_and_names() if isinstance(cell, WinogradConv2d)]
+    assert counts["auto"] == counts["winograd"] and len(counts["auto"]) == 3
+    assert all(name.startswith("roi_heads.res5.") for name in counts["auto"])
+    assert counts["direct"] == []
+    with pytest.raises(ValueError, match="res5_conv must be one of auto, direct, winograd, got 'fft'"):
+        build_detector(num_classes=3, depth=18, res5_conv="fft", verbose=False)

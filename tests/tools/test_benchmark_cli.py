@@ -101,4 +101,4 @@ def test_direct_res5_runs_through_the_tool_with_the_same_parameters(mode):
     assert direct["res5_conv"] == "direct" and direct["conv_backward"] == "lean"
     refused = _run("--mode", mode, "--set", "model.res5_conv=fft")
     assert refused.returncode == 2
-    assert refused.stderr.strip() == "error: model.res5_conv: 'fft' is not one of direct, winograd"
+    assert refused.stderr.strip() == "error: model.res5_conv: 'fft' is not one of auto, direct, winograd"

@@ -63,5 +63,5 @@ def test_a_bad_setting_is_refused_before_the_original_runs(tmp_path):
                           "--set", "model.res5_conv=fft"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].endswith(
-        "error: --set: model.res5_conv: 'fft' is not one of direct, winograd")
+        "error: --set: model.res5_conv: 'fft' is not one of auto, direct, winograd")
     assert not (tmp_path / "work").exists()
