@@ -36,9 +36,12 @@ def _json_line(proc):
 # train: DeFRCN's frozen BN; the frozen stem + res2 folded into their convolutions
 FROZEN = ("--set", "model.norm=frozen_bn", "--set", "model.freeze_at=2", "--fold-bn")
 
+# infer: also "auto" for res5, which the tool reports as the form it resolves to on this CPU
+AUTO_RES5 = ("--set", "model.res5_conv=auto")
+
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, extra", [("infer", ("--breakdown",)), ("train", FROZEN)])
+@pytest.mark.parametrize("mode, extra", [("infer", ("--breakdown", *AUTO_RES5)), ("train", FROZEN)])
 def test_model_modes_print_the_peer_keys(mode, extra):
     result = _json_line(_run("--mode", mode, "--batch", 1, "--size", 128, 128, "--iters", 1,
                              "--warmup", 0, "--json", *extra))
@@ -46,7 +49,7 @@ def test_model_modes_print_the_peer_keys(mode, extra):
     assert result["mode"] == mode and result["batch"] == 1 and result["size"] == [128, 128]
     assert result["median_ms"] > 0 and result["compile_s"] > 0 and result["peak_rss_mib"] > 100
     assert result["params"] == 11_798_940  # ResNet-18 C4 with 6 classes
-    assert result["res5_conv"] == "winograd"  # the toy recipe's
+    assert result["res5_conv"] == "winograd"  # the toy recipe's; "auto" on CPU
     assert result["conv_backward"] == "stock"  # the toy recipe's
     # calibrated statistics: the RPN keeps proposals (up to the post-NMS top-k of the mode)
     assert 0 < result["proposals_per_image"] <= 50
