@@ -28,6 +28,16 @@ ROI_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 INFERENCE_CHUNK = 250
 
 
+def spatial_mean(x):
+    """(N, C, H, W) -> (N, C): each map's mean (DeFRCN's Res5ROIHeads: box_features.mean(dim=[2, 3])),
+    as a product with a column of 1 / (H * W): MindSpore 2.8's CPU ReduceMean took 39 ms on
+    (250, 2048, 4, 4), this 11 ms."""
+    num, channels, height, width = x.shape
+    cells = height * width
+    weights = ops.full((cells, 1), 1.0 / cells, dtype=x.dtype)
+    return ops.matmul(x.reshape(num * channels, cells), weights).reshape(num, channels)
+
+
 class Res5ROIHeads(nn.Cell):
     """RoI pooling, the res5 box head and the box predictor, with losses and inference.
 
@@ -88,7 +98,7 @@ class Res5ROIHeads(nn.Cell):
         return ops.concat(parts, axis=1).reshape(batch * num, -1)
 
     def _box_features_once(self, features, boxes, valid_cells):
-        return self.res5(self.pooler(features, boxes, valid_cells)).mean(axis=(2, 3))
+        return spatial_mean(self.res5(self.pooler(features, boxes, valid_cells)))
 
     def label_and_sample(self, proposals, proposal_valid, gt_boxes, gt_classes, gt_valid, step):
         """Match proposals (plus the gt boxes) to gt and sample a fixed set per image.

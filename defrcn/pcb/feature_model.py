@@ -32,6 +32,7 @@ import numpy as np
 from defrcn.data.transforms import (choose_canvas, normalize_image, normalize_to_canvas, resize_image,
                                     resize_scale, resized_shape)
 from defrcn.errors import InputError
+from defrcn.modeling.backbone import residual_stage
 from defrcn.modeling.padding import valid_cells
 
 __all__ = ["RESNET_DEPTHS", "IMAGENET_PIXEL_FORMAT", "roi_align_1x1", "ImageNetResNetFeatures",
@@ -107,7 +108,9 @@ class _ResNetC5(nn.Cell):
 
     def construct(self, x):
         x = self.stem_pool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = residual_stage(stage, x)
+        return x
 
 
 def _file_fingerprint(path):

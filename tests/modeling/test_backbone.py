@@ -154,6 +154,27 @@ class _WeightedSum(nn.Cell):
         return (self.norm(x) * weights).sum()
 
 
+@pytest.mark.parametrize("depth, stride_in_1x1", [(18, False), (50, True)])
+def test_res5_in_inference_gives_the_values_of_mindcvs_in_place_blocks(each_mode, depth, stride_in_1x1):
+    """Inference runs res5 through `residual_stage` (out-of-place residual sums), training through
+    mindcv's blocks (`out += identity`): the same values, bit for bit, in both execution modes.
+    The blocks cover a down-sampling shortcut and an identity one."""
+    from defrcn.modeling.backbone import residual_stage
+
+    ms.set_seed(depth)
+    trunk, res5 = build_resnet_c4(depth, norm="frozen_bn", freeze_at=3, stride_in_1x1=stride_in_1x1)
+    rois = _random((3, trunk.out_channels, 7, 7), seed=depth)
+    res5.set_train(True)
+    in_place = res5(rois).asnumpy()
+    res5.set_train(False)
+    np.testing.assert_array_equal(res5(rois).asnumpy(), in_place)
+    assert res5.layer4[0].down_sample is not None and res5.layer4[1].down_sample is None
+    if each_mode == "pynative":
+        images = _random((1, 256 if depth == 50 else 64, 8, 8), seed=1)
+        np.testing.assert_array_equal(residual_stage(trunk.layer2, images).asnumpy(),
+                                      trunk.layer2(images).asnumpy())
+
+
 def test_freeze_cell_converts_batchnorm_and_keeps_values():
     cell = nn.SequentialCell([nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3)])
     cell[1].moving_mean.set_data(ms.Tensor(np.array([1.0, 2.0, 3.0], np.float32)))

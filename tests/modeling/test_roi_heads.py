@@ -342,6 +342,19 @@ def test_inference_detects_on_every_proposal_in_any_chunk_size():
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_spatial_mean_is_the_mean_over_each_map(in_mode):
+    from defrcn.modeling.roi_heads import spatial_mean
+
+    maps = np.random.default_rng(5).normal(2.0, 3.0, (6, 9, 4, 4)).astype(np.float32)
+    want = maps.astype(np.float64).mean(axis=(2, 3))
+    got = spatial_mean(ms.Tensor(maps)).asnumpy()
+    assert got.shape == (6, 9)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    with in_mode("graph"):
+        graph = ms.jit(spatial_mean)(ms.Tensor(maps)).asnumpy()
+    np.testing.assert_allclose(graph, want, rtol=1e-6, atol=1e-6)
+
+
 def test_graph_mode_training_losses_equal_pynative():
     heads = make_heads(batch_size_per_image=16, positive_fraction=0.5)
     args = cell_inputs(seed=1) + [ms.Tensor(4, ms.int32)]
