@@ -216,31 +216,19 @@ def _strided(length, factor):
     return (length + factor - 1) // factor
 
 
-def _masked_block(block, x, mask_in, mask_out):
-    """A mindcv BasicBlock / Bottleneck forward with the input of each 3x3 conv masked.
-
-    mask_in / mask_out: region masks at the block's input and output strides."""
+def _masked_block(block, x, mask_in=None, mask_out=None):
+    """A mindcv BasicBlock / Bottleneck forward with an out-of-place residual sum and, given the
+    region masks at the block's input and output strides, the input of each 3x3 conv masked."""
+    masked = mask_in is not None
     if isinstance(block, Bottleneck):
         out = block.relu(block.bn1(block.conv1(x)))
-        out = apply_mask(out, mask_in if out.shape[2] == mask_in.shape[2] else mask_out)
+        if masked:
+            out = apply_mask(out, mask_in if out.shape[2] == mask_in.shape[2] else mask_out)
         out = block.relu(block.bn2(block.conv2(out)))
         out = block.bn3(block.conv3(out))
     else:
-        out = block.relu(block.bn1(block.conv1(apply_mask(x, mask_in))))
-        out = block.bn2(block.conv2(apply_mask(out, mask_out)))
-    identity = x if block.down_sample is None else block.down_sample(x)
-    return block.relu(out + identity)
-
-
-def _block(block, x):
-    """A mindcv BasicBlock / Bottleneck forward with an out-of-place residual sum."""
-    if isinstance(block, Bottleneck):
-        out = block.relu(block.bn1(block.conv1(x)))
-        out = block.relu(block.bn2(block.conv2(out)))
-        out = block.bn3(block.conv3(out))
-    else:
-        out = block.relu(block.bn1(block.conv1(x)))
-        out = block.bn2(block.conv2(out))
+        out = block.relu(block.bn1(block.conv1(apply_mask(x, mask_in) if masked else x)))
+        out = block.bn2(block.conv2(apply_mask(out, mask_out) if masked else out))
     identity = x if block.down_sample is None else block.down_sample(x)
     return block.relu(out + identity)
 
@@ -254,7 +242,7 @@ def residual_stage(stage, x):
     (1000, 2048, 4, 4) outputs took 83 ms of an R-101 inference. In training the in-place sum
     is the leaner one (an R-101 step at 512 x 512, batch 2, peaked 540 MiB higher without it)."""
     for block in stage:
-        x = _block(block, x)
+        x = _masked_block(block, x)
     return x
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mindcv.models.resnet import resnet18, resnet101
 
-from defrcn.modeling.backbone import FrozenBatchNorm2d, build_resnet_c4, freeze_cell
+from defrcn.modeling.backbone import FrozenBatchNorm2d, build_resnet_c4, freeze_cell, residual_stage
 from defrcn.modeling.param_count import count_parameters, format_parameter_count
 
 # torchvision resnet101: 44,549,160 parameters, of which the fc layer 2048 * 1000 + 1000.
@@ -159,8 +159,6 @@ def test_res5_in_inference_gives_the_values_of_mindcvs_in_place_blocks(each_mode
     """Inference runs res5 through `residual_stage` (out-of-place residual sums), training through
     mindcv's blocks (`out += identity`): the same values, bit for bit, in both execution modes.
     The blocks cover a down-sampling shortcut and an identity one."""
-    from defrcn.modeling.backbone import residual_stage
-
     ms.set_seed(depth)
     trunk, res5 = build_resnet_c4(depth, norm="frozen_bn", freeze_at=3, stride_in_1x1=stride_in_1x1)
     rois = _random((3, trunk.out_channels, 7, 7), seed=depth)
