@@ -509,8 +509,14 @@ def compare_config(name, req, work, arrays, settings=()):
         status(f"{name} {tag}: ROI stages on the original's {n} proposals")
         forced = project_inference(model, image, sizes, forced=op)
         # the original's float64 run had the float32 run's proposals forced the same way
-        t.add("ROIAlign 7x7 (orig proposals)", str(orig["roi_align"].shape), forced["roi_align"][:n],
-              orig["roi_align"], "", g64("roi_align"))
+        # res5 reading its input at stride s takes only those bins from our pooler (ResNetRes5.input_stride)
+        stride = model.roi_heads.pooler.bin_stride
+        orig_bins = orig["roi_align"][:, :, ::stride, ::stride]
+        bins64 = g64("roi_align")
+        side = orig_bins.shape[-1]
+        label = "ROIAlign 7x7" if stride == 1 else f"ROIAlign 7x7, the {side}x{side} bins res5 reads"
+        t.add(f"{label} (orig proposals)", str(orig_bins.shape), forced["roi_align"][:n], orig_bins, "",
+              None if bins64 is None else bins64[:, :, ::stride, ::stride])
         t.add("res5 output (orig proposals)", str(orig["res5"].shape), forced["res5"][:n], orig["res5"], "",
               g64("res5"))
         t.add("class logits (orig proposals)", str(orig["class_logits"].shape), forced["class_logits"][:n][:, perm],

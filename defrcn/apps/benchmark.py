@@ -137,7 +137,8 @@ def calibrate_norm_statistics(trunk, res5, images):
         for cell in (trunk, res5):
             cell.set_train(False)  # a trainable BN then normalises with the statistics just set
         features = trunk(ms.Tensor(images))
-        res5(features)
+        stride = getattr(res5, "input_stride", 1)
+        res5(features[:, :, ::stride, ::stride])
     finally:
         for handle in handles:
             handle.remove()

@@ -11,6 +11,8 @@ Two deliberate differences from a stock mindcv ResNet, both to match detectron2/
 - `stride_in_1x1=True` moves the stride of each strided bottleneck from the 3x3 conv to the
   first 1x1 conv (MSRA/Caffe2 weights, detectron2 RESNETS.STRIDE_IN_1X1); names and shapes
   are unchanged.
+And one for speed with the same values: with the stride in the 1x1, res5 reads its input only
+at stride 2, so it takes that input already sampled (`ResNetRes5.input_stride`).
 """
 
 import mindspore as ms
@@ -249,13 +251,19 @@ def residual_stage(stage, x):
 class ResNetRes5(nn.Cell):
     """res5 (mindcv layer4), the C4 box head: (R, C4, 7, 7) -> (R, C5, 4, 4).
 
-    Attribute out_channels (2048 bottleneck, 512 basic). Parameters are named `layer4.*`.
+    Attributes: out_channels (2048 bottleneck, 512 basic); input_stride: 2 when the stage reads
+    its input only at stride 2 (a bottleneck with the stride in the 1x1: conv1 and the shortcut
+    are 1x1 convolutions at stride 2). Such a res5 takes the input already sampled, (R, C4, 4, 4)
+    = cells 0, 2, 4, 6 of the 7 x 7 grid, and runs those two convolutions at stride 1: the same
+    values, and the pooler computes 16 of the 49 bins (`ROIPooler(bin_stride=...)`).
+    Parameters are named `layer4.*`.
     """
 
-    def __init__(self, layer4, out_channels):
+    def __init__(self, layer4, out_channels, input_stride=1):
         super().__init__()
         self.layer4 = layer4
         self.out_channels = out_channels
+        self.input_stride = int(input_stride)
 
     def construct(self, x):
         if self.training:
@@ -276,6 +284,29 @@ def _move_stride_to_1x1(block):
                           pad_mode="pad", group=conv2.group, weight_init=conv2.weight.data.copy())
     _replace_child(block, "conv1", new_conv1, names_from=conv1)
     _replace_child(block, "conv2", new_conv2, names_from=conv2)
+
+
+def _read_input_unstrided(block):
+    """For a Bottleneck whose input is read only by 1x1 convolutions at stride s (conv1 and the
+    shortcut): rebuild both at stride 1, for an input already sampled at stride s; return s
+    (1 when the block reads its input otherwise). Weights, parameter names and shapes are kept."""
+    shortcut = block.down_sample[0] if isinstance(block.down_sample, nn.SequentialCell) else None
+    convs = [block.conv1] + ([shortcut] if shortcut is not None else [])
+    strides = {conv.stride[-1] if isinstance(conv.stride, tuple) else conv.stride for conv in convs}
+    if shortcut is None or len(strides) != 1 or any(_kernel_side(conv) != 1 or conv.has_bias for conv in convs):
+        return 1
+    stride = strides.pop()
+    if stride == 1:
+        return 1
+    for parent, name, conv in ((block, "conv1", block.conv1), (block.down_sample, "0", shortcut)):
+        unstrided = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=1, stride=1,
+                              weight_init=conv.weight.data.copy())
+        _replace_child(parent, name, unstrided, names_from=conv)
+    return stride
+
+
+def _kernel_side(conv):
+    return conv.kernel_size[0] if isinstance(conv.kernel_size, tuple) else conv.kernel_size
 
 
 def build_resnet_c4(depth=101, *, norm="frozen_bn", freeze_at=3, stride_in_1x1=True):
@@ -300,12 +331,14 @@ def build_resnet_c4(depth=101, *, norm="frozen_bn", freeze_at=3, stride_in_1x1=T
         raise ValueError(f"freeze_at must be in 0..4, got {freeze_at}")
     block, layers = RESNET_SPECS[depth]
     resnet = ResNet(block, list(layers), norm=_NORMS[norm])
+    input_stride = 1
     if stride_in_1x1 and block is Bottleneck:
         for stage in (resnet.layer2, resnet.layer3, resnet.layer4):
             _move_stride_to_1x1(stage[0])
+        input_stride = _read_input_unstrided(resnet.layer4[0])
 
     trunk = ResNetTrunk(resnet, out_channels=256 * block.expansion, freeze_at=freeze_at)
-    res5 = ResNetRes5(resnet.layer4, out_channels=512 * block.expansion)
+    res5 = ResNetRes5(resnet.layer4, out_channels=512 * block.expansion, input_stride=input_stride)
     stem_and_stages = [("conv1", trunk.conv1), ("bn1", trunk.bn1), ("layer1", trunk.layer1),
                        ("layer2", trunk.layer2), ("layer3", trunk.layer3)]
     if freeze_at >= 1:

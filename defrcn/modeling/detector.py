@@ -106,7 +106,7 @@ def build_detector(*, num_classes, depth=101, norm="frozen_bn", freeze_at=3, str
         use_lean_backward(rpn_cell)
     predictor = BoxPredictor(res5.out_channels, num_classes, cls_dropout=cls_dropout, sample_salt=sample_salt)
     pooler = ROIPooler(output_size=pooler_resolution, spatial_scale=1.0 / 16, sampling_ratio=0, aligned=True,
-                       impl=pooler_impl)
+                       impl=pooler_impl, bin_stride=res5.input_stride)
     heads = Res5ROIHeads(pooler=pooler, res5=res5, predictor=predictor, num_classes=num_classes,
                          sample_salt=sample_salt, **(roi or {}))
     model = DeFRCN(backbone=trunk,

@@ -44,17 +44,25 @@ class ROIPooler(nn.Cell):
         aligned: True = detectron2 ROIAlignV2 (box corner c maps to c * scale - 0.5);
             False = legacy ROIAlign (c * scale, RoI clamped to at least one cell).
         impl: "matmul" or "kernel" (see the module docstring).
+        bin_stride: only every `bin_stride`-th bin along each axis (bins 0, s, 2s, ...), for a
+            head that reads its input at that stride (`ResNetRes5.input_stride`); each bin has
+            the value it has in the full grid. The "matmul" implementation computes only those.
 
     construct(features (B, C, H, W) float32, boxes (B, N, 4) float32 [x0, y0, x1, y1] in image
-    pixels, N per image, valid_cells=None) -> (B*N, C, output_size, output_size), image-major.
+    pixels, N per image, valid_cells=None) -> (B*N, C, P, P), P = ceil(output_size / bin_stride),
+    image-major.
     No gradient flows into `boxes`. `valid_cells` (B, 2) float32: each image's map ends at
     these rows and columns for sampling ("matmul" only; the kernel samples the whole map).
     """
 
-    def __init__(self, output_size=7, spatial_scale=1.0 / 16, sampling_ratio=0, aligned=True, impl="matmul"):
+    def __init__(self, output_size=7, spatial_scale=1.0 / 16, sampling_ratio=0, aligned=True, impl="matmul",
+                 bin_stride=1):
         super().__init__()
         if impl not in POOLER_IMPLS:
             raise ValueError(f"pooler impl must be one of {POOLER_IMPLS}, got {impl!r}")
+        if int(bin_stride) < 1:
+            raise ValueError(f"pooler bin_stride must be >= 1, got {bin_stride!r}")
+        self.bin_stride = int(bin_stride)
         self.output_size = int(output_size)
         self.spatial_scale = float(spatial_scale)
         self.sampling_ratio = int(sampling_ratio)
@@ -75,8 +83,11 @@ class ROIPooler(nn.Cell):
             rois_per_call = ROIS_PER_CALL if self.training else INFERENCE_ROIS_PER_CALL
             return roi_align_grouped(features, boxes, self.output_size, self.spatial_scale,
                                      self.sampling_ratio, self.aligned, rois_per_call=rois_per_call,
-                                     valid_cells=valid_cells)
-        return self._kernel(features, ops.stop_gradient(boxes))
+                                     valid_cells=valid_cells, bin_stride=self.bin_stride)
+        pooled = self._kernel(features, ops.stop_gradient(boxes))
+        if self.bin_stride > 1:
+            pooled = pooled[:, :, ::self.bin_stride, ::self.bin_stride]
+        return pooled
 
     def _kernel(self, features, boxes):
         batch, num = boxes.shape[0], boxes.shape[1]
@@ -92,4 +103,5 @@ class ROIPooler(nn.Cell):
 
     def extend_repr(self):
         return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
-                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, impl={self.impl}")
+                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, impl={self.impl}, "
+                f"bin_stride={self.bin_stride}")

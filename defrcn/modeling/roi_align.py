@@ -129,7 +129,7 @@ _products = _SeparableProducts()
 
 
 def roi_align_grouped(features, boxes, output_size, spatial_scale, sampling_ratio=0, aligned=True,
-                      rois_per_call=ROIS_PER_CALL, valid_cells=None):
+                      rois_per_call=ROIS_PER_CALL, valid_cells=None, bin_stride=1):
     """ROIAlign of boxes grouped by image.
 
     Args:
@@ -140,9 +140,11 @@ def roi_align_grouped(features, boxes, output_size, spatial_scale, sampling_rati
             (memory; the pooled values do not depend on it, the gradient's last bits do).
         valid_cells: optional (B, 2) float32 rows and columns of each image's map: sampling
             treats the map as ending there (detectron2 on a map of that size).
+        bin_stride: compute only every `bin_stride`-th bin along each axis (bins 0, s, 2s, ...),
+            each with the value it has in the full P x P grid.
 
     Returns:
-        (B*N, C, P, P) float32. No gradient flows into `boxes`.
+        (B*N, C, P', P') float32, P' = ceil(P / bin_stride). No gradient flows into `boxes`.
     """
     batch, channels, height, width = features.shape
     num = boxes.shape[1]
@@ -162,6 +164,9 @@ def roi_align_grouped(features, boxes, output_size, spatial_scale, sampling_rati
                             max_samples_per_bin(height, size, sampling_ratio), limit_y)  # (B, N, P, H)
     weight_x = axis_weights(x0, roi_w, width, size, sampling_ratio,
                             max_samples_per_bin(width, size, sampling_ratio), limit_x)  # (B, N, P, W)
+    if bin_stride > 1:  # a bin's weights depend on its own index only
+        weight_y, weight_x = weight_y[:, :, ::bin_stride], weight_x[:, :, ::bin_stride]
+        size = weight_y.shape[2]
     weight_y = ops.stop_gradient(weight_y)
     weight_x = ops.stop_gradient(weight_x)
     # The map's columns are contracted first, so the map is needed as (B, W, C*H): a swap of the

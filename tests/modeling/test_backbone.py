@@ -42,7 +42,8 @@ def test_resnet101_shapes_and_parameter_count():
     trunk, res5 = build_resnet_c4(101)
     assert (trunk.out_channels, res5.out_channels) == (1024, 2048)
     assert trunk(_random((1, 3, 32, 48))).shape == (1, 1024, 2, 3)
-    assert res5(_random((2, 1024, 7, 7))).shape == (2, 2048, 4, 4)
+    assert res5.input_stride == 2  # reads cells 0, 2, 4, 6 of the 7 x 7 pooled grid
+    assert res5(_random((2, 1024, 4, 4))).shape == (2, 2048, 4, 4)
 
     trunk_count, res5_count = count_parameters(trunk), count_parameters(res5)
     total = trunk_count["total"] + res5_count["total"]
@@ -161,7 +162,8 @@ def test_res5_in_inference_gives_the_values_of_mindcvs_in_place_blocks(each_mode
     The blocks cover a down-sampling shortcut and an identity one."""
     ms.set_seed(depth)
     trunk, res5 = build_resnet_c4(depth, norm="frozen_bn", freeze_at=3, stride_in_1x1=stride_in_1x1)
-    rois = _random((3, trunk.out_channels, 7, 7), seed=depth)
+    side = 7 if res5.input_stride == 1 else 4
+    rois = _random((3, trunk.out_channels, side, side), seed=depth)
     res5.set_train(True)
     in_place = res5(rois).asnumpy()
     res5.set_train(False)
@@ -189,7 +191,9 @@ def test_stride_in_1x1_moves_the_stride_and_keeps_names_and_shapes():
     tv_trunk, tv_res5 = build_resnet_c4(50, stride_in_1x1=False, freeze_at=0)
     for msra_stage, tv_stage in ((msra_trunk.layer2, tv_trunk.layer2), (msra_trunk.layer3, tv_trunk.layer3),
                                  (msra_res5.layer4, tv_res5.layer4)):
-        assert tuple(msra_stage[0].conv1.stride)[-1] == 2 and tuple(msra_stage[0].conv2.stride)[-1] == 1
+        # res5 takes its input already sampled at stride 2, so its conv1 runs at stride 1
+        msra_stride = 1 if msra_stage is msra_res5.layer4 else 2
+        assert tuple(msra_stage[0].conv1.stride)[-1] == msra_stride and tuple(msra_stage[0].conv2.stride)[-1] == 1
         assert tuple(tv_stage[0].conv1.stride)[-1] == 1 and tuple(tv_stage[0].conv2.stride)[-1] == 2
 
     def shapes(cell):
@@ -200,7 +204,43 @@ def test_stride_in_1x1_moves_the_stride_and_keeps_names_and_shapes():
         assert sorted(p.name for p in cell.get_parameters()) == sorted(n for n, _ in cell.parameters_and_names())
     x = _random((1, 3, 40, 56))
     assert msra_trunk(x).shape == tv_trunk(x).shape == (1, 1024, 3, 4)
-    assert msra_res5(_random((1, 1024, 7, 7))).shape == tv_res5(_random((1, 1024, 7, 7))).shape == (1, 2048, 4, 4)
+    assert (msra_res5.input_stride, tv_res5.input_stride) == (2, 1)
+    assert msra_res5(_random((1, 1024, 4, 4))).shape == tv_res5(_random((1, 1024, 7, 7))).shape == (1, 2048, 4, 4)
+
+
+def _strided_copy(conv, stride):
+    return nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=1, stride=stride,
+                     weight_init=conv.weight.data.copy())
+
+
+@pytest.mark.parametrize("depth", [50, 101])
+def test_res5_on_the_sampled_input_gives_the_strided_blocks_values(each_mode, depth):
+    """With the stride in the 1x1, res5 takes cells 0, 2, 4, 6 of the 7 x 7 grid and runs conv1 and the
+    shortcut at stride 1: the values of the stage with both at stride 2 on the whole grid, in training
+    and in inference, and the same input gradient on the cells the strided stage reads (zero elsewhere)."""
+    ms.set_seed(depth)
+    _, res5 = build_resnet_c4(depth, norm="frozen_bn", freeze_at=0)
+    block = res5.layer4[0]
+    assert tuple(block.conv1.stride)[-1] == 1 and tuple(block.down_sample[0].stride)[-1] == 1
+    _, strided = build_resnet_c4(depth, norm="frozen_bn", freeze_at=0)
+    for name, param in strided.parameters_and_names():
+        param.set_data(dict(res5.parameters_and_names())[name].data.copy())
+    strided.layer4[0].conv1 = _strided_copy(strided.layer4[0].conv1, 2)
+    strided.layer4[0].down_sample[0] = _strided_copy(strided.layer4[0].down_sample[0], 2)
+    grid = _random((2, 1024, 7, 7), seed=depth)
+    sampled = ms.Tensor(grid.asnumpy()[:, :, ::2, ::2].copy())
+    for training in (True, False):
+        res5.set_train(training)
+        strided.set_train(training)
+        np.testing.assert_allclose(res5(sampled).asnumpy(), strided(grid).asnumpy(), rtol=1e-5, atol=1e-5)
+    weights = _random((2, 2048, 4, 4), seed=3)
+    res5.set_train(True)
+    strided.set_train(True)
+    grad_sampled = ms.grad(_WeightedSum(res5))(sampled, weights).asnumpy()
+    grad_grid = ms.grad(_WeightedSum(strided))(grid, weights).asnumpy()
+    np.testing.assert_allclose(grad_sampled, grad_grid[:, :, ::2, ::2], rtol=1e-5, atol=1e-6)
+    grad_grid[:, :, ::2, ::2] = 0
+    assert not grad_grid.any()
 
 
 def test_stem_max_pool_pads_like_torchvision():

@@ -232,6 +232,37 @@ def test_matmul_gradient_equals_the_kernels(map_size, graph_mode):
     np.testing.assert_allclose(grads["matmul"], grads["kernel"], atol=1e-4)
 
 
-def test_unknown_impl_is_refused():
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("map_size", [(9, 13), (13, 9)])
+def test_bin_stride_gives_those_bins_of_the_full_grid_and_their_gradient(impl, map_size, graph_mode, monkeypatch):
+    """bin_stride=2 (res5 reading its input at stride 2): bins 0, 2, 4, 6 of the 7 x 7 grid, with
+    the full grid's values, and the gradient of a weighted sum of them is the full grid's with
+    zero weight on the other bins (matmul: over three chunks of RoIs per image)."""
+    monkeypatch.setattr("defrcn.modeling.pooler.INFERENCE_ROIS_PER_CALL", 5)
+    rng = np.random.default_rng(5)
+    features = ms.Tensor(rng.standard_normal((2, 3) + map_size).astype(np.float32))
+    _, boxes = grouped_random_rois(rng, 12, batch=2, image_size=16 * 9, min_size=2.0)
+    boxes = ms.Tensor(boxes)
+    full = ROIPooler(output_size=7, spatial_scale=1 / 16, sampling_ratio=0 if impl == "matmul" else 2, impl=impl)
+    sampled = ROIPooler(output_size=7, spatial_scale=1 / 16, sampling_ratio=full.sampling_ratio, impl=impl,
+                        bin_stride=2)
+    grid = full(features, boxes).asnumpy()
+    np.testing.assert_allclose(sampled(features, boxes).asnumpy(), grid[:, :, ::2, ::2], rtol=1e-6, atol=1e-6)
+    weights = rng.standard_normal((24, 3, 4, 4)).astype(np.float32)
+    weights_on_grid = np.zeros((24, 3, 7, 7), np.float32)
+    weights_on_grid[:, :, ::2, ::2] = weights
+
+    def weighted(pooler, w):
+        return lambda feature_map: (pooler(feature_map, boxes) * ms.Tensor(w)).sum()
+
+    grad = ms.grad(weighted(sampled, weights))(features).asnumpy()
+    expected = ms.grad(weighted(full, weights_on_grid))(features).asnumpy()
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_impl_and_bad_bin_stride_are_refused():
     with pytest.raises(ValueError, match="impl"):
         ROIPooler(impl="cuda")
+    with pytest.raises(ValueError, match="bin_stride"):
+        ROIPooler(bin_stride=0)
