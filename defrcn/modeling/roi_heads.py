@@ -42,8 +42,9 @@ class Res5ROIHeads(nn.Cell):
     """RoI pooling, the res5 box head and the box predictor, with losses and inference.
 
     Args (keyword-only):
-        pooler: ROIPooler over the res4 feature.
-        res5: the res5 stage (e.g. ResNet layer4), (R, C4, 7, 7) -> (R, C5, 4, 4).
+        pooler: ROIPooler over the res4 feature (its bin_stride matching res5's input_stride).
+        res5: the res5 stage (e.g. ResNet layer4), (R, C4, 7, 7) -> (R, C5, 4, 4), or
+            (R, C4, 4, 4) -> (R, C5, 4, 4) for a res5 that reads its input at stride 2.
         predictor: BoxPredictor over the mean-pooled res5 feature.
         num_classes: foreground classes C (background is index C).
         batch_size_per_image: RoIs sampled per image in training (512 in DeFRCN).
