@@ -85,8 +85,9 @@ class ROIPooler(nn.Cell):
                                      self.sampling_ratio, self.aligned, rois_per_call=rois_per_call,
                                      valid_cells=valid_cells, bin_stride=self.bin_stride)
         pooled = self._kernel(features, ops.stop_gradient(boxes))
-        if self.bin_stride > 1:
-            pooled = pooled[:, :, ::self.bin_stride, ::self.bin_stride]
+        if self.bin_stride > 1:  # the primitive: the indexing form's gradient fails in PyNative on CPU
+            step = self.bin_stride
+            pooled = ops.StridedSlice()(pooled, (0, 0, 0, 0), tuple(pooled.shape), (1, 1, step, step))
         return pooled
 
     def _kernel(self, features, boxes):

@@ -258,3 +258,37 @@ def test_invalid_arguments_are_rejected():
         build_resnet_c4(18, norm="gn")
     with pytest.raises(ValueError, match="freeze_at"):
         build_resnet_c4(18, freeze_at=5)
+
+
+class _WeightedCrop(nn.Cell):
+    """sum(trunk(x, extent)[..., :h, :w] * weights): a loss on the output inside the extent."""
+
+    def __init__(self, trunk, masked):
+        super().__init__()
+        self.trunk, self.masked = trunk, masked
+
+    def construct(self, x, extent, weights):
+        out = self.trunk(x, extent) if self.masked else self.trunk(x)
+        return (out[:, :, :weights.shape[2], :weights.shape[3]] * weights).sum()
+
+
+def test_masked_trunk_gradients_equal_those_of_the_unpadded_input(each_mode):
+    """Training on a canvas: the gradients of a loss on the output inside the extent, with respect to
+    the input and every weight, are those of the same loss on the unpadded image."""
+    ms.set_seed(6)
+    trunk, _ = build_resnet_c4(50, norm="frozen_bn", freeze_at=0)
+    trunk.set_train(True)
+    image = np.random.default_rng(3).standard_normal((1, 3, 75, 101)).astype(np.float32)
+    padded = np.zeros((1, 3, 80, 112), np.float32)
+    padded[..., :75, :101] = image
+    extent = ms.Tensor(np.array([[75, 101]], np.float32))
+    weights = _random((1, 1024, 5, 7), seed=4)
+    params = trunk.trainable_params()
+    dx_own, dw_own = ms.grad(_WeightedCrop(trunk, False), grad_position=0, weights=params)(
+        ms.Tensor(image), extent, weights)
+    dx_canvas, dw_canvas = ms.grad(_WeightedCrop(trunk, True), grad_position=0, weights=params)(
+        ms.Tensor(padded), extent, weights)
+    np.testing.assert_allclose(dx_canvas.asnumpy()[..., :75, :101], dx_own.asnumpy(), rtol=1e-4,
+                               atol=1e-5 * np.abs(dx_own.asnumpy()).max())
+    for own, canvas in zip(dw_own, dw_canvas):
+        np.testing.assert_allclose(canvas.asnumpy(), own.asnumpy(), rtol=1e-4, atol=1e-5 * np.abs(own.asnumpy()).max())

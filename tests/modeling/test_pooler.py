@@ -234,7 +234,7 @@ def test_matmul_gradient_equals_the_kernels(map_size, graph_mode):
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("map_size", [(9, 13), (13, 9)])
-def test_bin_stride_gives_those_bins_of_the_full_grid_and_their_gradient(impl, map_size, graph_mode, monkeypatch):
+def test_bin_stride_gives_those_bins_of_the_full_grid_and_their_gradient(impl, map_size, each_mode, monkeypatch):
     """bin_stride=2 (res5 reading its input at stride 2): bins 0, 2, 4, 6 of the 7 x 7 grid, with
     the full grid's values, and the gradient of a weighted sum of them is the full grid's with
     zero weight on the other bins (matmul: over three chunks of RoIs per image)."""
