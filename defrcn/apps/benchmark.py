@@ -137,7 +137,7 @@ def calibrate_norm_statistics(trunk, res5, images):
         for cell in (trunk, res5):
             cell.set_train(False)  # a trainable BN then normalises with the statistics just set
         features = trunk(ms.Tensor(images))
-        stride = getattr(res5, "input_stride", 1)
+        stride = res5.input_stride  # the cells the pooler would give it
         res5(features[:, :, ::stride, ::stride])
     finally:
         for handle in handles:
@@ -389,6 +389,7 @@ def _benchmark_model(recipe, mode, batch, size, iters, warmup, breakdown, seed, 
                   folded_bn=folded,
                   runtime_num_threads=ms.get_context("runtime_num_threads"),
                   depth=cfg.model.depth, pooler=cfg.model.pooler_resolution,
+                  res5_input_stride=model.roi_heads.res5.input_stride,
                   rois_per_image=cfg.model.roi.batch_size_per_image,
                   res5_conv=resolve_res5_conv(cfg.model.res5_conv),
                   conv_backward=cfg.model.get("conv_backward", "stock"))

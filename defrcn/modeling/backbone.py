@@ -275,7 +275,7 @@ def _move_stride_to_1x1(block):
     """Rebuild a strided Bottleneck's conv1 (1x1) and conv2 (3x3) so conv1 carries the stride;
     weights, parameter names and shapes are kept."""
     conv1, conv2 = block.conv1, block.conv2
-    stride = conv2.stride[-1] if isinstance(conv2.stride, tuple) else conv2.stride
+    stride = _last(conv2.stride)
     if stride == 1:
         return
     new_conv1 = nn.Conv2d(conv1.in_channels, conv1.out_channels, kernel_size=1, stride=stride,
@@ -292,8 +292,8 @@ def _read_input_unstrided(block):
     (1 when the block reads its input otherwise). Weights, parameter names and shapes are kept."""
     shortcut = block.down_sample[0] if isinstance(block.down_sample, nn.SequentialCell) else None
     convs = [block.conv1] + ([shortcut] if shortcut is not None else [])
-    strides = {conv.stride[-1] if isinstance(conv.stride, tuple) else conv.stride for conv in convs}
-    if shortcut is None or len(strides) != 1 or any(_kernel_side(conv) != 1 or conv.has_bias for conv in convs):
+    strides = {_last(conv.stride) for conv in convs}
+    if shortcut is None or len(strides) != 1 or any(_last(conv.kernel_size) != 1 or conv.has_bias for conv in convs):
         return 1
     stride = strides.pop()
     if stride == 1:
@@ -305,8 +305,9 @@ def _read_input_unstrided(block):
     return stride
 
 
-def _kernel_side(conv):
-    return conv.kernel_size[0] if isinstance(conv.kernel_size, tuple) else conv.kernel_size
+def _last(value):
+    """The width entry of a Conv2d's stride or kernel_size (an int or a tuple)."""
+    return value[-1] if isinstance(value, tuple) else value
 
 
 def build_resnet_c4(depth=101, *, norm="frozen_bn", freeze_at=3, stride_in_1x1=True):

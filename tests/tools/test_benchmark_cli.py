@@ -105,3 +105,19 @@ def test_direct_res5_runs_through_the_tool_with_the_same_parameters(mode):
     refused = _run("--mode", mode, "--set", "model.res5_conv=fft")
     assert refused.returncode == 2
     assert refused.stderr.strip() == "error: model.res5_conv: 'fft' is not one of auto, direct, winograd"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_a_bottleneck_res5_reads_the_sampled_pooled_bins_through_the_tool(mode):
+    """R-50 with the stride in the 1x1 (MSRA weights): res5 takes the 4 x 4 of the 7 x 7 pooled
+    bins its stride-2 1x1 convolutions read, in training and inference; the torchvision layout
+    (stride in the 3x3) reads all 49."""
+    overrides = [item for item in TINY if not item.startswith("model.depth")] + ["model.depth=50"]
+    for stride_in_1x1, expected in (("True", 2), ("False", 1)):
+        result = _json_line(_run("--mode", mode, "--batch", 1, "--size", 128, 128, "--iters", 1, "--warmup", 0,
+                                 "--json", "--set", f"model.stride_in_1x1={stride_in_1x1}",
+                                 overrides=overrides))
+        assert result["depth"] == 50 and result["pooler"] == 7
+        assert result["res5_input_stride"] == expected
+        assert result["median_ms"] > 0 and 0 < result["proposals_per_image"] <= 50
