@@ -4,6 +4,8 @@ Every function is static-shape and works in GRAPH and PyNative mode on any devic
 """
 from mindspore import ops
 
+from defrcn.modeling.broadcast import expand_all
+
 __all__ = ["box_areas", "pairwise_iou", "clip_boxes", "nonempty_mask"]
 
 # Smallest union area divided by (square pixels): only guards 0 / 0 for empty boxes.
@@ -15,28 +17,20 @@ def box_areas(boxes):
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
-def _overlap_1d(start1, end1, start2, end2):
-    """Signed overlap of intervals (N, 1) and (1, M) -> (N, M): min(ends) - max(starts).
-
-    Written as (len1 + len2 - |end1 - end2| - |start1 - start2|) / 2 because broadcasting
-    Sub is ~10x faster than broadcasting Maximum/Minimum on CPU (MindSpore 2.8.0, measured on
-    a 20 x 63000 IoU matrix).
-    """
-    lengths = (end1 - start1) + (end2 - start2)
-    return 0.5 * (lengths - ops.abs(end1 - end2) - ops.abs(start1 - start2))
-
-
 def pairwise_iou(boxes1, boxes2):
     """IoU of every pair: boxes1 (N, 4), boxes2 (M, 4) -> (N, M) float.
 
-    Pairs that do not overlap (including empty boxes) get 0.
+    Pairs that do not overlap (including empty boxes) get 0. The intersection is
+    min(ends) - max(starts) per axis, as detectron2's `pairwise_intersection`; every
+    (N, M) op runs on equal shapes (`expand_all`: a broadcast op would keep 4 x its output).
     """
-    first = [boxes1[:, i].reshape(-1, 1) for i in range(4)]
-    second = [boxes2[:, i].reshape(1, -1) for i in range(4)]
-    inter_w = ops.relu(_overlap_1d(first[0], first[2], second[0], second[2]))
-    inter_h = ops.relu(_overlap_1d(first[1], first[3], second[1], second[3]))
-    inter = inter_w * inter_h
-    union = (box_areas(boxes1).reshape(-1, 1) + box_areas(boxes2).reshape(1, -1)) - inter
+    x0a, y0a, x1a, y1a = [boxes1[:, i].reshape(-1, 1) for i in range(4)]
+    x0b, y0b, x1b, y1b = [boxes2[:, i].reshape(1, -1) for i in range(4)]
+    width = ops.relu(ops.minimum(*expand_all(x1a, x1b)) - ops.maximum(*expand_all(x0a, x0b)))
+    height = ops.relu(ops.minimum(*expand_all(y1a, y1b)) - ops.maximum(*expand_all(y0a, y0b)))
+    inter = width * height
+    area_a, area_b = expand_all(box_areas(boxes1).reshape(-1, 1), box_areas(boxes2).reshape(1, -1))
+    union = (area_a + area_b) - inter
     # inter > 0 implies both boxes are non-empty, so union >= inter > 0 there; elsewhere
     # inter is 0 and the clamp only keeps the division finite (for empty boxes).
     return inter / ops.clamp(union, min=_MIN_UNION)

@@ -5,6 +5,8 @@ Same semantics as detectron2's Matcher, with static shapes and padded ground tru
 import mindspore as ms
 from mindspore import ops
 
+from defrcn.modeling.broadcast import expand_all
+
 __all__ = ["match"]
 
 
@@ -29,8 +31,9 @@ def match(iou, gt_valid, thresholds, labels, allow_low_quality_matches=False):
     if len(labels) != len(thresholds) + 1:
         raise ValueError("match: need len(labels) == len(thresholds) + 1")
     # Padded gts get IoU -1: never the argmax over a valid gt, below every threshold.
-    # (Arithmetic instead of a broadcast Select: much faster on CPU for (G, #anchors).)
-    valid = gt_valid.astype(ms.bool_).astype(iou.dtype).reshape(-1, 1)
+    # (Arithmetic instead of a Select: much faster on CPU for (G, #anchors); the gts' column
+    # expanded to (G, N) first: `expand_all`.)
+    iou, valid = expand_all(iou, gt_valid.astype(ms.bool_).astype(iou.dtype).reshape(-1, 1))
     masked = iou * valid + (valid - 1.0)
     matched_gt_idx, matched_iou = ops.ArgMaxWithValue(axis=0)(masked)
     match_labels = ops.full_like(matched_gt_idx, labels[0]).astype(ms.int32)
@@ -42,6 +45,6 @@ def match(iou, gt_valid, thresholds, labels, allow_low_quality_matches=False):
         # Padded gts (best -1) and gts that overlap nothing (best 0) promote nobody:
         # their target becomes 2, above any IoU.
         best_per_gt = ops.where(best_per_gt > 0, best_per_gt, ops.full_like(best_per_gt, 2.0))
-        is_best = (masked == best_per_gt).any(axis=0)
+        is_best = ops.equal(*expand_all(masked, best_per_gt)).any(axis=0)
         match_labels = ops.where(is_best, ops.ones_like(match_labels), match_labels)
     return matched_gt_idx.astype(ms.int32), match_labels

@@ -21,6 +21,8 @@ import mindspore as ms
 import mindspore.nn as nn
 import mindspore.ops as ops
 
+from defrcn.modeling.broadcast import expand_all
+
 __all__ = ["axis_weights", "roi_align_grouped", "max_samples_per_bin", "swap_last_two_axes", "ROIS_PER_CALL",
            "INFERENCE_ROIS_PER_CALL"]
 
@@ -80,9 +82,11 @@ def axis_weights(start, size, length, output_size, sampling_ratio, max_samples, 
     used = ops.logical_and(slots < grid, ops.logical_and(coords >= -1.0, coords <= end))
     coords = ops.minimum(ops.maximum(coords, 0.0), end - 1.0)
     cells = ops.arange(length, dtype=ms.float32)  # (L,)
-    hat = ops.relu(1.0 - ops.abs(coords.expand_dims(-1) - cells))  # (..., P, S, L)
-    hat = hat * used.astype(ms.float32).expand_dims(-1)
-    return hat.sum(axis=-2) / safe_grid
+    # (..., P, S, L) ops on equal shapes (`expand_all`: a broadcast op keeps 4 x its output)
+    points, cells = expand_all(coords.expand_dims(-1), cells)
+    hat = ops.relu(1.0 - ops.abs(points - cells))
+    hat = ops.mul(*expand_all(hat, used.astype(ms.float32).expand_dims(-1)))
+    return ops.div(*expand_all(hat.sum(axis=-2), safe_grid))
 
 
 class _SeparableProducts(nn.Cell):

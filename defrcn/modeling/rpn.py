@@ -10,6 +10,7 @@ from mindspore.common.initializer import Normal, Zero
 from defrcn.modeling.anchors import AnchorGenerator
 from defrcn.modeling.box_coding import RPN_BOX_WEIGHTS, BoxCoder
 from defrcn.modeling.boxes import clip_boxes, nonempty_mask, pairwise_iou
+from defrcn.modeling.broadcast import expand_all
 from defrcn.modeling.matching import match
 from defrcn.modeling.nms import EXCLUDED_SCORE, nms_block_for_device, nms_sorted
 from defrcn.modeling.padding import apply_mask, region_mask
@@ -200,7 +201,8 @@ class RPN(nn.Cell):
         for image in range(batch):
             iou = pairwise_iou(gt_boxes[image], anchors)
             if anchor_valid is not None:  # anchors outside the extent match nothing
-                iou = ops.where(anchor_valid[image].reshape(1, -1), iou, ops.full_like(iou, -1.0))
+                inside, iou = expand_all(anchor_valid[image].reshape(1, -1), iou)
+                iou = ops.where(inside, iou, ops.full_like(iou, -1.0))
             matched_gt, labels = match(iou, gt_valid[image], self.iou_thresholds,
                                        RPN_IOU_LABELS, allow_low_quality_matches=True)
             if anchor_valid is not None:
