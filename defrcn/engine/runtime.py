@@ -67,11 +67,8 @@ class OutputLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
+                self.refuse_if_live()
                 owner = self._owner()
-                if owner is not None and owner != os.getpid() and pid_alive(owner):
-                    raise InputError(f"another run (pid {owner}) is using this output directory; "
-                                     f"wait for it or pick another --output-dir",
-                                     path=os.path.dirname(self.path)) from None
                 logging.getLogger(__name__).warning("removing stale lock %s (pid %s is gone)",
                                                     self.path, owner)
                 os.remove(self.path)
@@ -81,6 +78,14 @@ class OutputLock:
             self.held = True
             return self
         raise InputError("could not take the output lock", path=self.path)
+
+    def refuse_if_live(self):
+        """InputError (one line) if another live process holds the lock; nothing otherwise."""
+        owner = self._owner()
+        if owner is not None and owner != os.getpid() and pid_alive(owner):
+            raise InputError(f"another run (pid {owner}) is using this output directory; "
+                             f"wait for it or pick another --output-dir",
+                             path=os.path.dirname(self.path)) from None
 
     def _owner(self):
         try:

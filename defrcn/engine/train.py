@@ -143,6 +143,8 @@ def _checked_train_data(recipe, cfg):
 
 
 def _check_fresh_or_resume(out, resume):
+    # A live run is the reason to give first: its checkpoints are what it is writing.
+    OutputLock(str(out)).refuse_if_live()
     if not resume and (out / "last_checkpoint").exists():
         raise InputError("holds checkpoints of an earlier run; pass --resume to continue it "
                          "or choose another --output-dir", path=str(out))

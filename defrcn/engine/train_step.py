@@ -9,6 +9,8 @@ loss_fn/optimizer given to Model (see `defrcn.engine.loop.run_training`).
 import mindspore as ms
 from mindspore import ParallelMode, Parameter, Tensor, amp, nn, ops
 
+from defrcn.utils.heap import ReleasesHeapAfterCompile
+
 
 def _data_parallel():
     mode = ms.get_auto_parallel_context("parallel_mode")
@@ -35,7 +37,7 @@ class _ScaledTotal(nn.Cell):
         return (outputs[0] * self.scale,) + outputs
 
 
-class TrainStep(nn.Cell):
+class TrainStep(ReleasesHeapAfterCompile, nn.Cell):
     """network(*inputs) -> (total, *parts); one call = one micro-step.
 
     Args:

@@ -10,6 +10,10 @@ nothing (the expanded copy is an ordinary tensor, freed after its last use). In 
 step at 800 x 1333 the RPN's anchor-to-ground-truth IoU alone (100 x 63,000 per image) held
 about 2 GiB this way.
 
+MindSpore 2.8's CPU `Div` kernel (`DivCpuTypeFunc`) kept the same offsets even on equal shapes
+in the training graph (not in a one-op probe); the large divisions use `ops.RealDiv`, the same
+IEEE division.
+
 `expand_all` is for ops whose output is large (millions of elements); small broadcasts are
 left as they are. On GPU and Ascend the expansion is one extra copy, no less exact.
 """

@@ -23,11 +23,12 @@ from defrcn.modeling.predictor import BoxPredictor
 from defrcn.modeling.roi_heads import Res5ROIHeads
 from defrcn.modeling.rpn import RPN
 from defrcn.modeling.winograd import resolve_res5_conv, use_winograd
+from defrcn.utils.heap import ReleasesHeapAfterCompile
 
 LOSS_NAMES = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg")
 
 
-class DeFRCN(nn.Cell):
+class DeFRCN(ReleasesHeapAfterCompile, nn.Cell):
     """Faster R-CNN C4 with two gradient-decoupled branches (see the module docstring)."""
 
     loss_names = LOSS_NAMES

@@ -86,7 +86,7 @@ def axis_weights(start, size, length, output_size, sampling_ratio, max_samples, 
     points, cells = expand_all(coords.expand_dims(-1), cells)
     hat = ops.relu(1.0 - ops.abs(points - cells))
     hat = ops.mul(*expand_all(hat, used.astype(ms.float32).expand_dims(-1)))
-    return ops.div(*expand_all(hat.sum(axis=-2), safe_grid))
+    return _divide(*expand_all(hat.sum(axis=-2), safe_grid))
 
 
 class _SeparableProducts(nn.Cell):
@@ -109,6 +109,7 @@ class _SeparableProducts(nn.Cell):
         return d_mat, ops.zeros_like(weight_a), ops.zeros_like(weight_b)
 
 
+_divide = ops.RealDiv()  # `/` without the CPU Div kernel's per-element offsets (boxes.py)
 _bmm_transpose_a = ops.BatchMatMul(transpose_a=True)
 _bmm_transpose_b = ops.BatchMatMul(transpose_b=True)
 
