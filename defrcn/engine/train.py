@@ -50,7 +50,7 @@ def train_recipe(recipe_path, *, overrides=(), output_dir=None, device="CPU", re
     plan = effective_schedule(cfg.solver, runtime.world_size, cfg.solver.ims_per_device,
                               eval_period=cfg.test.eval_period)
     out = Path(cfg.output_dir)
-    _check_fresh_or_resume(out, resume)
+    _check_fresh_or_resume(out, resume, check_lock=runtime.is_main)
     lock = OutputLock(str(out)) if runtime.is_main else None
     if lock:
         lock.acquire()
@@ -142,9 +142,11 @@ def _checked_train_data(recipe, cfg):
     return data
 
 
-def _check_fresh_or_resume(out, resume):
-    # A live run is the reason to give first: its checkpoints are what it is writing.
-    OutputLock(str(out)).refuse_if_live()
+def _check_fresh_or_resume(out, resume, check_lock=True):
+    # A live run is the reason to give first: its checkpoints are what it is writing. Only the
+    # rank that takes the lock looks (the others would see that rank's own lock).
+    if check_lock:
+        OutputLock(str(out)).refuse_if_live()
     if not resume and (out / "last_checkpoint").exists():
         raise InputError("holds checkpoints of an earlier run; pass --resume to continue it "
                          "or choose another --output-dir", path=str(out))
