@@ -11,7 +11,6 @@ cannot show the named parts: this callback replaces them.
 """
 import json
 import os
-import resource
 import sys
 import time
 
@@ -19,12 +18,7 @@ from mindspore.train import Callback
 
 from defrcn.callbacks.period import current_iteration, every_n, loss_parts
 from defrcn.utils.atomic import write_text_atomic
-
-
-def peak_rss_mib():
-    """Peak resident set size of this process in MiB (Linux reports KiB)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024.0 if sys.platform != "darwin" else peak / (1024.0 * 1024.0)
+from defrcn.utils.rss import peak_rss_mib
 
 
 def format_line(record, loss_names):

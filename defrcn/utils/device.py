@@ -4,7 +4,8 @@ import logging
 
 from defrcn.errors import InputError
 
-__all__ = ["DEVICES", "check_device", "keep_graph_precision", "ASCEND_PRECISION_MODE"]
+__all__ = ["DEVICES", "check_device", "keep_graph_precision", "ASCEND_PRECISION_MODE",
+           "plan_inference_memory"]
 
 DEVICES = ("CPU", "GPU", "Ascend")
 
@@ -36,3 +37,28 @@ def keep_graph_precision(device):
         ms.device_context.ascend.op_precision.precision_mode(ASCEND_PRECISION_MODE)
     except RuntimeError as e:  # "can not be set repeatedly": someone chose another mode first
         logging.getLogger(__name__).warning("Ascend precision_mode left as configured (%s)", e)
+
+
+_INFERENCE_MEMORY_PLANNED = False
+
+
+def plan_inference_memory():
+    """For a process that only runs inference (eval, infer, export, benchmark's infer mode):
+    MindSpore's memory optimize level O1, where the compiler plans every tensor's place in the
+    graph's memory ahead of the run (`mindspore.runtime.set_memory(optimize_level="O1")`).
+
+    Call it before the first graph compiles. It holds for the whole process, and MindSpore allows
+    one memory setting per process: one made earlier is left as it is, with a warning. Training
+    keeps O0: in a training step O1 saved nothing (R-101, 512 x 512, batch 2). Measured on CPU
+    (R-101 at 800 x 1333, batch 1, peak RSS after three images): 1,815-1,825 -> 1,669 MiB.
+    """
+    global _INFERENCE_MEMORY_PLANNED
+    if _INFERENCE_MEMORY_PLANNED:
+        return
+    import mindspore as ms
+
+    try:
+        ms.runtime.set_memory(optimize_level="O1")
+    except RuntimeError as e:  # "can not be set repeatedly": the process chose its memory setting
+        logging.getLogger(__name__).warning("MindSpore's memory setting left as configured (%s)", e)
+    _INFERENCE_MEMORY_PLANNED = True

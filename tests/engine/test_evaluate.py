@@ -45,6 +45,34 @@ def test_eval_cli_on_a_random_detector_writes_metrics(evaluate, tmp_path):
     assert "novel" in result.stdout and "Traceback" not in result.stderr  # the table
 
 
+def test_eval_cli_plans_inference_memory_and_detects_as_with_the_default_setting(
+        evaluate, eval_root, toy_checkpoint, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    planned = tmp_path / "planned"
+    result = evaluate("recipes/toy_1shot.py", "recipes/toy_1shot.py", "model_final.ckpt",
+                      "--output-dir", planned)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # the same checkpoint through Evaluation alone, in a fresh process: MindSpore's default (O0)
+    sets = [f"data.root={eval_root}", *TINY]
+    checkpoint = toy_checkpoint("recipes/toy_1shot.py", *sets, name="model_final.ckpt")
+    default = tmp_path / "default"
+    script = ("import sys, mindspore as ms\n"
+              "from defrcn.engine.evaluate import Evaluation\n"
+              "Evaluation('recipes/toy_1shot.py', checkpoint=sys.argv[1], overrides=sys.argv[3:])"
+              ".evaluate(pcb=False, output_dir=sys.argv[2], progress=False)\n"
+              "print('level', ms.get_context('memory_optimize_level'))\n")
+    repo = Path(__file__).resolve().parents[2]
+    other = subprocess.run([sys.executable, "-c", script, str(checkpoint), str(default), *sets],
+                           cwd=repo, capture_output=True, text=True, timeout=600)
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert other.stdout.strip().splitlines()[-1] == "level 0"
+    planned_detections = json.loads((planned / "detections.json").read_text())
+    assert planned_detections and planned_detections == json.loads((default / "detections.json").read_text())
+
+
 def test_eval_cli_rejects_a_checkpoint_of_another_class_count(evaluate, one_line_error):
     all_classes = len(BASE_CLASS_NAMES) + len(NOVEL_CLASS_NAMES)
     one_line_error(evaluate("recipes/toy_1shot.py", "recipes/toy_base.py", "base.ckpt"), "base.ckpt",

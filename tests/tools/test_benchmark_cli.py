@@ -54,6 +54,8 @@ def test_model_modes_print_the_peer_keys(mode, extra):
     # calibrated statistics: the RPN keeps proposals (up to the post-NMS top-k of the mode)
     assert 0 < result["proposals_per_image"] <= 50
     assert result["device"] == "CPU" and result["mindspore"].startswith("2.")
+    # inference plans its memory as eval and infer do; training keeps MindSpore's default
+    assert result["memory_optimize_level"] == ("O1" if mode == "infer" else "O0")
     if mode == "infer":  # --breakdown: each stage timed as its own graph
         for key in ("backbone_ms", "rpn_ms", "roi_heads_ms"):
             assert result[key] > 0
@@ -121,3 +123,24 @@ def test_a_bottleneck_res5_reads_the_sampled_pooled_bins_through_the_tool(mode):
         assert result["depth"] == 50 and result["pooler"] == 7
         assert result["res5_input_stride"] == expected
         assert result["median_ms"] > 0 and 0 < result["proposals_per_image"] <= 50
+
+
+def test_the_peak_memory_is_read_before_the_benchmarks_own_checks():
+    # the proposal count (the benchmark's check, which eval never runs) made to hold 600 MiB
+    script = (
+        "import json, resource, sys, numpy as np\n"
+        "import defrcn.apps.benchmark as B\n"
+        "count = B.count_proposals\n"
+        "def heavy(*args, **kwargs):\n"
+        "    global held\n"
+        "    held = np.ones(600 * 2**18, np.float32)\n"
+        "    return count(*args, **kwargs)\n"
+        "B.count_proposals = heavy\n"
+        "result = B.benchmark_recipe(sys.argv[1], mode='infer', batch=1, size=(128, 128), iters=1,\n"
+        "                            warmup=0, overrides=sys.argv[2:])\n"
+        "print(json.dumps([result['peak_rss_mib'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))\n")
+    proc = subprocess.run([sys.executable, "-c", script, RECIPE, *TINY], cwd=REPO, capture_output=True,
+                          text=True, env=dict(os.environ, GLOG_v="3"), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reported, process_peak = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert process_peak - reported > 500  # the 600 MiB came after the reading
