@@ -25,7 +25,7 @@ output. The RPN then yields its full proposal count (`proposals_per_image`).
 Timing: graph mode; `compile_s` is the time of `Cell.compile` on the benchmark inputs;
 then `warmup` untimed calls and `iters` timed calls, each ended by copying the first
 output to numpy (so the step has finished). `median_ms`, `min_ms` are over the timed
-calls; `peak_rss_mib` is the process's peak resident memory (ru_maxrss) when the timed calls
+calls; `peak_rss_mib` is the process's peak resident memory (`VmHWM`) when the timed calls
 end. The proposal count (a PyNative pass of the RPN) and `--breakdown`'s graphs run after that:
 they are the benchmark's own checks, which eval and training never run. Infer mode plans
 MindSpore's memory as eval and infer do (`plan_inference_memory`: `memory_optimize_level` O1).
