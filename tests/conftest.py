@@ -115,10 +115,34 @@ def kill_group_fixture():
     return kill_group
 
 
-def run_tool(tool, *args, sets=(), timeout=600, env=None):
+# Runs a tool as `__main__` after an optional MindSpore memory setting (argv[1]: "O0", "O1" or
+# "-"), and prints the memory optimize level in force when the process exits (the tools leave
+# through os._exit: defrcn.engine.cli).
+MEMORY_LEVEL_LAUNCHER = """
+import os, runpy, sys
+import mindspore as ms
+if sys.argv[1] != "-":
+    ms.runtime.set_memory(optimize_level=sys.argv[1])
+leave = os._exit
+def report_and_leave(code):
+    print("memory_optimize_level", int(ms.get_context("memory_optimize_level")), flush=True)
+    leave(code)
+os._exit = report_and_leave
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_tool(tool, *args, sets=(), timeout=600, env=None, memory_level=None):
     """`python tools/<tool>.py args` (then `--set item` for each of `sets`) from the repo root,
-    to its end: the CompletedProcess (text output). `env` None: this process's environment."""
+    to its end: the CompletedProcess (text output). `env` None: this process's environment.
+
+    `memory_level` "O0" / "O1" / "-": run the tool through MEMORY_LEVEL_LAUNCHER, with that
+    memory setting made first ("-": none); the last stdout line is then
+    `memory_optimize_level N`, the level the process ran at."""
     command = [sys.executable, f"tools/{tool}.py", *map(str, args)]
+    if memory_level is not None:
+        command[1:1] = ["-c", MEMORY_LEVEL_LAUNCHER, memory_level]
     for item in sets:
         command += ["--set", str(item)]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
@@ -126,7 +150,7 @@ def run_tool(tool, *args, sets=(), timeout=600, env=None):
 
 @pytest.fixture(scope="session", name="run_tool")
 def run_tool_fixture():
-    """`run_tool(tool, *args, sets=(), timeout=600, env=None)` for CLI tests."""
+    """`run_tool(tool, *args, sets=(), timeout=600, env=None, memory_level=None)` for CLI tests."""
     return run_tool
 
 
@@ -164,8 +188,8 @@ class ToyTools:
     def command(self, tool, *args):
         return [sys.executable, f"tools/{tool}.py", *map(str, args)]
 
-    def run(self, tool, *args, cache=None, timeout=900):
-        return run_tool(tool, *args, timeout=timeout, env=self.env(cache))
+    def run(self, tool, *args, cache=None, timeout=900, memory_level=None):
+        return run_tool(tool, *args, timeout=timeout, env=self.env(cache), memory_level=memory_level)
 
     def start(self, tool, *args, log, cache=None):
         """Popen in its own process group, stdout+stderr to the file `log`."""

@@ -27,8 +27,8 @@ then `warmup` untimed calls and `iters` timed calls, each ended by copying the f
 output to numpy (so the step has finished). `median_ms`, `min_ms` are over the timed
 calls; `peak_rss_mib` is the process's peak resident memory (`VmHWM`) when the timed calls
 end. The proposal count (a PyNative pass of the RPN) and `--breakdown`'s graphs run after that:
-they are the benchmark's own checks, which eval and training never run. Infer mode plans
-MindSpore's memory as eval and infer do (`plan_inference_memory`: `memory_optimize_level` O1).
+they are the benchmark's own checks, which eval and training never run. MindSpore's memory is
+planned as training, eval and infer plan it (`plan_graph_memory`: `memory_optimize_level` O1).
 """
 import contextlib
 import os
@@ -316,7 +316,7 @@ def benchmark_recipe(recipe_path, *, mode="infer", batch=None, size=None, iters=
     import mindspore as ms
 
     from defrcn.config.recipe import load_recipe
-    from defrcn.utils.device import keep_graph_precision, plan_inference_memory
+    from defrcn.utils.device import keep_graph_precision, plan_graph_memory
 
     recipe = load_recipe(recipe_path, overrides)
     cfg = recipe.cfg
@@ -331,8 +331,7 @@ def benchmark_recipe(recipe_path, *, mode="infer", batch=None, size=None, iters=
         raise InputError("--breakdown: only with --mode infer")
     ms.set_context(device_target=device)
     keep_graph_precision(device)
-    if mode == "infer":
-        plan_inference_memory()  # as eval and infer run
+    plan_graph_memory()  # as training, eval and infer run
     if threads:
         ms.set_context(runtime_num_threads=int(threads))
     ms.set_seed(seed)

@@ -112,13 +112,7 @@ def evaluate_recipe(recipe_path, *, checkpoint, overrides=(), output_dir=None, p
         device: "CPU", "GPU" or "Ascend" (graph mode).
     Returns:
         the metrics dict (also written as metrics.json or metrics_pcb.json).
-
-    MindSpore's memory is planned for inference, for the whole process (`plan_inference_memory`);
-    `Evaluation` alone leaves it, for processes that also train (the demo).
     """
-    from defrcn.utils.device import plan_inference_memory
-
-    plan_inference_memory()  # before anything compiles (tools/eval.py runs nothing else)
     evaluation = Evaluation(recipe_path, checkpoint=checkpoint, overrides=overrides, device=device)
     return evaluation.evaluate(pcb=pcb, output_dir=output_dir, progress=progress)
 

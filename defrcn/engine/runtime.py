@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from defrcn.errors import InputError
 from defrcn.utils.atomic import pid_alive
-from defrcn.utils.device import check_device, keep_graph_precision
+from defrcn.utils.device import check_device, keep_graph_precision, plan_graph_memory
 
 @dataclass(frozen=True)
 class Runtime:
@@ -29,8 +29,9 @@ def launched_by_msrun():
 
 
 def setup_runtime(device="CPU", *, pynative=False, deterministic=False):
-    """Set the MindSpore context (and, on Ascend, keep the graph's float32: see
-    `keep_graph_precision`); under msrun also init the collectives (data parallel).
+    """Set the MindSpore context (on Ascend keep the graph's float32: `keep_graph_precision`;
+    memory planned at compile time: `plan_graph_memory`); under msrun also init the
+    collectives (data parallel).
 
     `deterministic`: MindSpore's deterministic kernels (`mindspore.set_deterministic`, set
     before the collectives start), which GPU and Ascend need for a bit-exact resume; CPU
@@ -40,6 +41,7 @@ def setup_runtime(device="CPU", *, pynative=False, deterministic=False):
     check_device(device)
     ms.set_context(mode=ms.PYNATIVE_MODE if pynative else ms.GRAPH_MODE, device_target=device)
     keep_graph_precision(device)
+    plan_graph_memory()
     if deterministic:
         ms.set_deterministic(True)
     if not launched_by_msrun():

@@ -51,7 +51,7 @@ def category_ids_of(spec, class_names):
 
 def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"):
     """Build the recipe's detector, load `checkpoint` into it and switch to eval mode (with
-    MindSpore's memory planned for inference, process-wide: `plan_inference_memory`).
+    MindSpore's memory planned at compile time, process-wide: `plan_graph_memory`).
 
     Args:
         recipe_path: a recipe `.py` or a run's `config.json`.
@@ -68,7 +68,7 @@ def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"
 
     from defrcn.checkpoint.io import load_checkpoint  # imports MindSpore: only when a model is built
     from defrcn.checkpoint.loader import load_weights
-    from defrcn.utils.device import check_device, keep_graph_precision, plan_inference_memory
+    from defrcn.utils.device import check_device, keep_graph_precision, plan_graph_memory
     from defrcn.modeling.fold_bn import fold_for_inference
 
     check_device(device)
@@ -78,7 +78,7 @@ def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"
     if ms.get_context("device_target") != device:
         ms.set_device(device)
     keep_graph_precision(device)
-    plan_inference_memory()
+    plan_graph_memory()
     params = load_checkpoint(str(checkpoint))  # before the (slower) model build
     model = recipe.model(cfg)
     load_weights(model, checkpoint, params=params)

@@ -22,12 +22,14 @@ def eval_root(tmp_path_factory):
 
 @pytest.fixture
 def evaluate(eval_root, toy_checkpoint, run_tool):
-    """`evaluate(recipe, weights_recipe, name, *extra)`: tools/eval.py of `recipe` on the toy
-    data with random weights of `weights_recipe`'s model, saved as `name`."""
-    def run(recipe, weights_recipe, name, *extra):
+    """`evaluate(recipe, weights_recipe, name, *extra, memory_level=None)`: tools/eval.py of
+    `recipe` on the toy data with random weights of `weights_recipe`'s model, saved as `name`
+    (`memory_level`: see `run_tool`)."""
+    def run(recipe, weights_recipe, name, *extra, memory_level=None):
         sets = [f"data.root={eval_root}", *TINY]
         checkpoint = toy_checkpoint(weights_recipe, *sets, name=name)
-        return run_tool("eval", recipe, "--checkpoint", checkpoint, "--no-pcb", *extra, sets=sets)
+        return run_tool("eval", recipe, "--checkpoint", checkpoint, "--no-pcb", *extra, sets=sets,
+                        memory_level=memory_level)
 
     return run
 
@@ -45,32 +47,18 @@ def test_eval_cli_on_a_random_detector_writes_metrics(evaluate, tmp_path):
     assert "novel" in result.stdout and "Traceback" not in result.stderr  # the table
 
 
-def test_eval_cli_plans_inference_memory_and_detects_as_with_the_default_setting(
-        evaluate, eval_root, toy_checkpoint, tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
+def test_eval_cli_plans_memory_and_detects_as_at_the_default_setting(evaluate, tmp_path):
+    def detections_at(memory_level):
+        out = tmp_path / memory_level
+        result = evaluate("recipes/toy_1shot.py", "recipes/toy_1shot.py", "model_final.ckpt",
+                          "--output-dir", out, memory_level=memory_level)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout.strip().splitlines()[-1], json.loads((out / "detections.json").read_text())
 
-    planned = tmp_path / "planned"
-    result = evaluate("recipes/toy_1shot.py", "recipes/toy_1shot.py", "model_final.ckpt",
-                      "--output-dir", planned)
-    assert result.returncode == 0, result.stderr[-2000:]
-    # the same checkpoint through Evaluation alone, in a fresh process: MindSpore's default (O0)
-    sets = [f"data.root={eval_root}", *TINY]
-    checkpoint = toy_checkpoint("recipes/toy_1shot.py", *sets, name="model_final.ckpt")
-    default = tmp_path / "default"
-    script = ("import sys, mindspore as ms\n"
-              "from defrcn.engine.evaluate import Evaluation\n"
-              "Evaluation('recipes/toy_1shot.py', checkpoint=sys.argv[1], overrides=sys.argv[3:])"
-              ".evaluate(pcb=False, output_dir=sys.argv[2], progress=False)\n"
-              "print('level', ms.get_context('memory_optimize_level'))\n")
-    repo = Path(__file__).resolve().parents[2]
-    other = subprocess.run([sys.executable, "-c", script, str(checkpoint), str(default), *sets],
-                           cwd=repo, capture_output=True, text=True, timeout=600)
-    assert other.returncode == 0, other.stderr[-2000:]
-    assert other.stdout.strip().splitlines()[-1] == "level 0"
-    planned_detections = json.loads((planned / "detections.json").read_text())
-    assert planned_detections and planned_detections == json.loads((default / "detections.json").read_text())
+    planned_level, planned = detections_at("-")  # the tool's own setting
+    default_level, default = detections_at("O0")  # MindSpore's default, set before the tool runs
+    assert planned_level == "memory_optimize_level 1" and default_level == "memory_optimize_level 0"
+    assert planned and planned == default
 
 
 def test_eval_cli_rejects_a_checkpoint_of_another_class_count(evaluate, one_line_error):

@@ -1,5 +1,5 @@
-"""defrcn.engine.runtime: setup_runtime (context, Ascend's operator precision, deterministic
-kernels; no Ascend here: MindSpore's setters are replaced by recorders), msrun detection and
+"""defrcn.engine.runtime: setup_runtime (context, Ascend's operator precision, the memory
+setting, deterministic kernels; no Ascend here: MindSpore's setters are replaced by recorders), msrun detection and
 the output folder's lock."""
 import logging
 import os
@@ -12,12 +12,15 @@ import pytest
 from defrcn.engine import runtime
 from defrcn.engine.runtime import OutputLock, Runtime, launched_by_msrun
 from defrcn.errors import InputError
+from defrcn.utils import device as device_module
 
 
 @pytest.fixture
 def recorded(monkeypatch):
-    calls = {"context": [], "precision": []}
+    calls = {"context": [], "precision": [], "memory": []}
     monkeypatch.setattr(ms, "set_context", lambda **kw: calls["context"].append(kw))
+    monkeypatch.setattr(ms.runtime, "set_memory", lambda **kw: calls["memory"].append(kw))
+    monkeypatch.setattr(device_module, "_GRAPH_MEMORY_PLANNED", False)
     monkeypatch.setattr(ms.device_context.ascend.op_precision, "precision_mode",
                         lambda mode: calls["precision"].append(mode))
     monkeypatch.delenv("MS_ROLE", raising=False)
@@ -35,6 +38,12 @@ def test_ascend_keeps_graph_dtypes(recorded):
 def test_other_devices_untouched(recorded, device):
     runtime.setup_runtime(device)
     assert recorded["precision"] == []
+
+
+@pytest.mark.parametrize("device", ["CPU", "GPU", "Ascend"])
+def test_memory_is_planned_at_compile_time_on_every_device(recorded, device):
+    runtime.setup_runtime(device)
+    assert recorded["memory"] == [{"optimize_level": "O1"}]
 
 
 @pytest.mark.parametrize("deterministic", [False, True])
@@ -56,7 +65,7 @@ def test_the_mode_is_set_and_a_lone_process_is_rank_0_of_1(recorded, pynative, m
 def test_an_unknown_device_is_refused_before_anything_is_set(recorded):
     with pytest.raises(InputError, match="--device"):
         runtime.setup_runtime("TPU")
-    assert recorded["context"] == []
+    assert recorded["context"] == [] and recorded["memory"] == []
 
 
 @pytest.mark.parametrize("role, workers, expected", [

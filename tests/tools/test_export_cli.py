@@ -20,9 +20,10 @@ def test_mindir_runs_like_the_python_model(toy_detector, run_tool, tmp_path):
     checkpoint = toy_detector.checkpoint
     out = tmp_path / "exported" / "toy_detector.mindir"
     result = run_tool("export", RECIPE, "--checkpoint", checkpoint, "--format", "MINDIR", "--output", out,
-                      sets=overrides, timeout=300)
+                      sets=overrides, timeout=300, memory_level="-")
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr  # no MindSpore noise, no traceback
+    assert result.stdout.strip().splitlines()[-1] == "memory_optimize_level 1"  # planned, as in eval
     assert sorted(os.listdir(out.parent)) == [out.name], "exactly --output, no suffix, no temp files"
 
     graph = nn.GraphCell(ms.load(str(out)))

@@ -74,6 +74,21 @@ def test_frozen_bn_model_is_folded_and_predicts_what_the_plain_one_does(toy, run
     assert [d["category"] for d in folded] == [d["category"] for d in plain]
 
 
+def test_memory_is_planned_and_detections_are_those_of_the_default_setting(toy, run_tool, tmp_path):
+    overrides, checkpoint, _ = toy
+    _write_image(tmp_path / "image.jpg", 96, 128, seed=4)
+    runs = {}
+    for memory_level in ("-", "O0"):  # the tool's own setting; MindSpore's default, set first
+        out = tmp_path / memory_level
+        result = run_tool("infer", RECIPE, "--checkpoint", checkpoint, tmp_path / "image.jpg", "--output-dir", out,
+                          "--score-thresh", 0, sets=overrides, memory_level=memory_level)
+        assert result.returncode == 0, result.stderr
+        runs[memory_level] = (result.stdout.strip().splitlines()[-1],
+                              json.loads((out / "image.json").read_text())["detections"])
+    assert runs["-"][0] == "memory_optimize_level 1" and runs["O0"][0] == "memory_optimize_level 0"
+    assert runs["-"][1] and runs["-"][1] == runs["O0"][1]
+
+
 def test_detections_do_not_depend_on_the_canvas(toy, run_tool, tmp_path):
     """The same image (resized to 102 x 128) in three canvases: the detections of the image
     at its own size, as detectron2 computes them, every time."""

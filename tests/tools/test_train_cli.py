@@ -80,6 +80,30 @@ def test_kill_minus_9_then_resume_ends_bit_identical(toy_tools, toy_base_run, tm
                           f"{sorted(differing)[:5]}"
 
 
+def test_training_at_mindspores_default_memory_setting_ends_bit_identical(toy_tools, toy_base_run, tmp_path):
+    """tools/train.py plans the graph's memory at compile time (O1); with MindSpore's default
+    (O0) set before it runs, the same run ends in the same weights and the same losses."""
+    out = tmp_path / "run"
+    result = toy_tools.run("train", *toy_tools.base_train_args(out), memory_level="O0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "memory_optimize_level 0"
+    assert [r["total_loss"] for r in _logged(out)] == [r["total_loss"] for r in _logged(toy_base_run)]
+    reference = _checkpoint_arrays(toy_base_run / "model_final.ckpt")
+    result = _checkpoint_arrays(out / "model_final.ckpt")
+    assert sorted(result) == sorted(reference)
+    assert all(_identical(result[name], reference[name]) for name in reference)
+
+
+def test_training_plans_the_graph_memory(toy_tools, tmp_path):
+    """Through tools/train.py as a user runs it: the memory optimize level in force is O1."""
+    out = tmp_path / "run"
+    result = toy_tools.run("train", *toy_tools.base_train_args(out, "--set", "solver.max_iter=2",
+                                                               "--set", "solver.steps=[1]"),
+                           memory_level="-")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "memory_optimize_level 1"
+
+
 def _identical(a, b):
     """Bit-identical values; NaN equals NaN (e.g. the stored python `random` gauss slot when empty)."""
     floating = np.issubdtype(a.dtype, np.floating)

@@ -1,5 +1,5 @@
 """defrcn.utils.device: the device names the tools accept, Ascend's operator precision kept at
-the graph's dtypes, and the memory setting of inference processes (MindSpore's setters are
+the graph's dtypes, and the memory setting every graph-running process makes (MindSpore's setters are
 replaced by recorders: each can be set once per process)."""
 import logging
 
@@ -9,7 +9,7 @@ import pytest
 from defrcn.errors import InputError
 from defrcn.utils import device as device_module
 from defrcn.utils.device import (ASCEND_PRECISION_MODE, DEVICES, check_device, keep_graph_precision,
-                                 plan_inference_memory)
+                                 plan_graph_memory)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -56,13 +56,13 @@ def test_a_mode_chosen_elsewhere_is_kept_with_a_warning(monkeypatch, caplog):
 def memory_calls(monkeypatch):
     calls = []
     monkeypatch.setattr(ms.runtime, "set_memory", lambda **kw: calls.append(kw))
-    monkeypatch.setattr(device_module, "_INFERENCE_MEMORY_PLANNED", False)
+    monkeypatch.setattr(device_module, "_GRAPH_MEMORY_PLANNED", False)
     return calls
 
 
-def test_inference_plans_memory_once_per_process(memory_calls):
-    plan_inference_memory()
-    plan_inference_memory()  # eval then PCB, or two models: MindSpore would refuse a second call
+def test_memory_is_planned_once_per_process(memory_calls):
+    plan_graph_memory()
+    plan_graph_memory()  # training then eval (the demo): MindSpore would refuse a second call
     assert memory_calls == [{"optimize_level": "O1"}]
 
 
@@ -71,7 +71,7 @@ def test_a_memory_setting_made_elsewhere_is_kept_with_a_warning(monkeypatch, cap
         raise RuntimeError("The 'set_memory' can not be set repeatedly.")
 
     monkeypatch.setattr(ms.runtime, "set_memory", refuse)
-    monkeypatch.setattr(device_module, "_INFERENCE_MEMORY_PLANNED", False)
+    monkeypatch.setattr(device_module, "_GRAPH_MEMORY_PLANNED", False)
     with caplog.at_level(logging.WARNING, logger="defrcn.utils.device"):
-        plan_inference_memory()
+        plan_graph_memory()
     assert "left as configured" in caplog.text and "set repeatedly" in caplog.text
