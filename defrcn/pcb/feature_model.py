@@ -34,6 +34,7 @@ from defrcn.data.transforms import (choose_canvas, normalize_image, normalize_to
 from defrcn.errors import InputError
 from defrcn.modeling.backbone import residual_stage
 from defrcn.modeling.padding import valid_cells
+from defrcn.utils.heap import ReleasesHeapAfterCompile
 
 __all__ = ["RESNET_DEPTHS", "IMAGENET_PIXEL_FORMAT", "roi_align_1x1", "ImageNetResNetFeatures",
            "DetectorFeatures", "build_feature_model"]
@@ -95,7 +96,7 @@ def roi_align_1x1(features, boxes, spatial_scale):
     return (grid.astype(np.float32) @ feats.reshape(c, h * w).T).astype(np.float32)
 
 
-class _ResNetC5(nn.Cell):
+class _ResNetC5(ReleasesHeapAfterCompile, nn.Cell):
     """Stem + layer1..layer4 of a mindcv ResNet: (1, 3, H, W) -> (1, C5, ~H/32, ~W/32)."""
 
     def __init__(self, resnet):
@@ -185,7 +186,7 @@ class ImageNetResNetFeatures:
         return [self.embed(image, boxes) for image, boxes in pairs]
 
 
-class _DetectorPooled(nn.Cell):
+class _DetectorPooled(ReleasesHeapAfterCompile, nn.Cell):
     """The detector's trunk, ROI branch and pooler (shared, not copied; no renaming).
 
     construct(image (1, 3, H, W) canvas, boxes (1, N, 4), extent (1, 2) content size): the
@@ -203,7 +204,7 @@ class _DetectorPooled(nn.Cell):
         return self.pooler(features, boxes, valid_cells(extent, self.feature_stride))
 
 
-class _DetectorRes5(nn.Cell):
+class _DetectorRes5(ReleasesHeapAfterCompile, nn.Cell):
     """The detector's res5 and mean pool: (R, C4, P, P) pooled maps -> (R, C5)."""
 
     def __init__(self, detector):

@@ -52,8 +52,9 @@ def plan_graph_memory():
     loading and the benchmark do. It holds for the whole process, and MindSpore allows one
     memory setting per process: one made earlier is left as it is, with a warning.
     Measured on CPU, R-101, peak RSS: inference at 800 x 1333 (batch 1, after three images)
-    1,815-1,825 -> 1,669 MiB; a training step at 800 x 1333 (batch 2) stays at 5.8-5.9 GiB,
-    where O0 took another ~530 MiB in its second or third step in 5 of 12 runs; at 512 x 512
+    1,815-1,825 -> 1,669 MiB; training at 800 x 1333 (batch 2, four steps) peaked at 5,830-5,886
+    MiB in 7 of 7 runs, where O0 peaked at 5,815-5,861 or, in 4 of 11 runs, took another
+    ~530 MiB in its second or third step (6,357-6,448); at 512 x 512
     training holds ~50 MiB more (4,122-4,126 -> 4,171-4,179 MiB). Detections and losses are
     the same as O0's; step times equal within noise.
     """
