@@ -112,6 +112,17 @@ def test_resnet_runs_on_images_of_any_size(tmp_path):
     assert fm.embed(_image(64, 64), np.zeros((0, 4))).shape == (0, 1000)
 
 
+def test_the_resnet_gives_back_the_compilers_freed_heap_once_for_all_sizes(graph_mode, monkeypatch):
+    from defrcn.utils import heap
+
+    releases = []
+    monkeypatch.setattr(heap, "release_freed_heap", lambda: releases.append(1))
+    fm = ImageNetResNetFeatures("resnet18")
+    for height, width in [(100, 77), (64, 130)]:  # one graph with a dynamic shape: one compile
+        fm.embed(_image(height, width), [[5, 5, width - 5, height - 5]])
+    assert releases == [1]
+
+
 def test_weights_errors_are_one_line_input_errors(tmp_path):
     missing = tmp_path / "nope.ckpt"
     with pytest.raises(InputError) as err:
