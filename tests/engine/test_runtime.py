@@ -1,6 +1,6 @@
 """defrcn.engine.runtime: setup_runtime (context, Ascend's operator precision, the memory
-setting, deterministic kernels; no Ascend here: MindSpore's setters are replaced by recorders), msrun detection and
-the output folder's lock."""
+setting, deterministic kernels; no Ascend here: MindSpore's setters are replaced by
+recorders), msrun detection and the output folder's lock."""
 import logging
 import os
 import subprocess
