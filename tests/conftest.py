@@ -118,17 +118,19 @@ def kill_group_fixture():
 # Runs a tool as `__main__` after an optional MindSpore memory setting (argv[1]: "O0", "O1" or
 # "-"), and prints the memory optimize level in force when the process exits (the tools leave
 # through os._exit: defrcn.engine.cli).
+# sys.argv is the tool's before mindspore is imported: with a compile cache, MindSpore reads
+# the entry script named by sys.argv[0] at import (mindspore/common/api.py, entry_script_path)
 MEMORY_LEVEL_LAUNCHER = """
 import os, runpy, sys
+level, sys.argv = sys.argv[1], sys.argv[2:]
 import mindspore as ms
-if sys.argv[1] != "-":
-    ms.runtime.set_memory(optimize_level=sys.argv[1])
+if level != "-":
+    ms.runtime.set_memory(optimize_level=level)
 leave = os._exit
 def report_and_leave(code):
     print("memory_optimize_level", int(ms.get_context("memory_optimize_level")), flush=True)
     leave(code)
 os._exit = report_and_leave
-sys.argv = sys.argv[2:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
@@ -240,11 +242,14 @@ def toy_tools(toy_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def toy_base_run(toy_tools, tmp_path_factory):
     """A finished toy base training through tools/train.py (TOY_FAST + TOY_BASE, no eval):
-    the run folder. Its graph's compile cache is "toy_base" (for reruns of the same graph)."""
+    the run folder. Its graph's compile cache is "toy_base" (for reruns of the same graph).
+    It runs through MEMORY_LEVEL_LAUNCHER with no memory setting made first; its stdout is
+    kept next to the run folder, as `train.stdout`."""
     out = tmp_path_factory.mktemp("toy_base") / "run"
-    result = toy_tools.run("train", *toy_tools.base_train_args(out), cache="toy_base")
+    result = toy_tools.run("train", *toy_tools.base_train_args(out), cache="toy_base", memory_level="-")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "model_final.ckpt").is_file(), result.stdout[-3000:]
+    (out.parent / "train.stdout").write_text(result.stdout)
     return out
 
 
