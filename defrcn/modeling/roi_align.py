@@ -28,9 +28,11 @@ __all__ = ["axis_weights", "roi_align_grouped", "max_samples_per_bin", "swap_las
 
 # RoIs per image pooled at once. The gradient to the map sums the chunks' parts, so the training
 # size also fixes the gradient's last bits; inference, with no such sum, takes smaller calls
-# (R-101 peak RSS at 512 x 512 1,629 -> 1,537 MiB, at 800 x 1333 2,134 -> 2,014 MiB).
+# (R-101, 256 -> 128: peak RSS at 512 x 512 1,629 -> 1,537 MiB, at 800 x 1333 2,134 -> 2,014;
+# 128 -> 64: 800 x 1333 1,708-1,710 -> 1,642-1,645, 512 x 512 1,483-1,487 -> 1,489-1,492, same
+# time; 32 pooled the 800 x 1333 image in 1,657-1,660).
 ROIS_PER_CALL = 256
-INFERENCE_ROIS_PER_CALL = 128
+INFERENCE_ROIS_PER_CALL = 64
 
 
 def max_samples_per_bin(length, output_size, sampling_ratio):
