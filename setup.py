@@ -28,6 +28,9 @@ setup(
         "click",
         "Pillow",
         "tqdm",
+        # MindSpore's AKG kernel compiler imports it; inference fuses kernels with AKG on CPU
+        # (defrcn.utils.device.set_kernel_fusion).
+        "decorator",
     ],
     extras_require={"test": ["pytest", "pytest-xdist"]},
 )

@@ -46,18 +46,22 @@ def _run(recipe, as_json, **kwargs):
 @click.option("--fold-bn/--no-fold-bn", default=None,
               help="Fold frozen BN into the convolutions (inference: all, as eval and infer do; "
                    "training: frozen stages). [default: on for infer, off for train]")
+@click.option("--fuse-kernels/--no-fuse-kernels", default=None,
+              help="Fuse the convolutions' BiasAdd/Add/ReLU tails on CPU, as eval and infer do. "
+                   "[default: on for infer, off for train]")
 @click.option("--threads", type=int, default=None,
               help="MindSpore runtime_num_threads [default: MindSpore's].")
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON line.")
 @cli.set_option
 @cli.device_option
 @cli.debug_option
-def main(recipe, mode, batch, size, iters, warmup, breakdown, num_images, seed, fold_bn, threads,
-         as_json, overrides, device, debug):
+def main(recipe, mode, batch, size, iters, warmup, breakdown, num_images, seed, fold_bn, fuse_kernels,
+         threads, as_json, overrides, device, debug):
     """Benchmark RECIPE's model or data loader on synthetic inputs."""
     cli.run(_run, recipe, as_json, mode=mode, batch=batch, size=size, iters=iters, warmup=warmup,
             breakdown=breakdown, num_images=num_images, seed=seed, fold_bn=fold_bn,
-            threads=threads, overrides=overrides, device=device, debug=debug)
+            fuse_kernels=fuse_kernels, threads=threads, overrides=overrides, device=device,
+            debug=debug)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ output to numpy (so the step has finished). `median_ms`, `min_ms` are over the t
 calls; `peak_rss_mib` is the process's peak resident memory (`VmHWM`) when the timed calls
 end. The proposal count (a PyNative pass of the RPN) and `--breakdown`'s graphs run after that:
 they are the benchmark's own checks, which eval and training never run. MindSpore's memory is
-planned as training, eval and infer plan it (`plan_graph_memory`: `memory_optimize_level` O1).
+planned as training, eval and infer plan it (`plan_graph_memory`: `memory_optimize_level` O1),
+and inference fuses the convolutions' elementwise tails on CPU as eval and infer do
+(`set_kernel_fusion`; `kernel_fusion` in the result).
 """
 import contextlib
 import os
@@ -295,7 +297,7 @@ def _environment(device):
 
 def benchmark_recipe(recipe_path, *, mode="infer", batch=None, size=None, iters=3, warmup=1,
                      overrides=(), device="CPU", breakdown=False, seed=0,
-                     num_images=DATA_NUM_IMAGES, fold_bn=None, threads=None):
+                     num_images=DATA_NUM_IMAGES, fold_bn=None, fuse_kernels=None, threads=None):
     """Measure one recipe; return a dict of plain values (see the module docstring).
 
     Args:
@@ -308,15 +310,17 @@ def benchmark_recipe(recipe_path, *, mode="infer", batch=None, size=None, iters=
         fold_bn: fold frozen BN into the convolutions (`defrcn.modeling.fold_bn`) after
             calibration: all of them in inference, those of frozen convolutions in training.
             None = on in inference (what tools/eval.py and tools/infer.py run), off in training.
+        fuse_kernels: `set_kernel_fusion` (CPU); None = on in inference, off in training, as
+            eval, infer and training run.
         threads: MindSpore's `runtime_num_threads` (None: MindSpore's default).
     Keys: mode, recipe, batch, size, iters, warmup, median_ms, min_ms, peak_rss_mib, params,
-    compile_s, proposals_per_image, device, mindspore, memory_optimize_level (+ images_per_s in
+    compile_s, proposals_per_image, device, mindspore, memory_optimize_level, kernel_fusion (+ images_per_s in
     data mode, + stage times with breakdown).
     """
     import mindspore as ms
 
     from defrcn.config.recipe import load_recipe
-    from defrcn.utils.device import keep_graph_precision, plan_graph_memory
+    from defrcn.utils.device import keep_graph_precision, plan_graph_memory, set_kernel_fusion
 
     recipe = load_recipe(recipe_path, overrides)
     cfg = recipe.cfg
@@ -332,6 +336,9 @@ def benchmark_recipe(recipe_path, *, mode="infer", batch=None, size=None, iters=
     ms.set_context(device_target=device)
     keep_graph_precision(device)
     plan_graph_memory()  # as training, eval and infer run
+    if fuse_kernels is None:
+        fuse_kernels = mode == "infer"
+    fused = set_kernel_fusion(device, inference=bool(fuse_kernels))
     if threads:
         ms.set_context(runtime_num_threads=int(threads))
     ms.set_seed(seed)
@@ -344,6 +351,7 @@ def benchmark_recipe(recipe_path, *, mode="infer", batch=None, size=None, iters=
     result.update(dict(mode=mode, recipe=recipe.name, batch=int(batch), size=list(size), iters=int(iters),
                        warmup=int(warmup)))
     result.setdefault("peak_rss_mib", round(peak_rss_mib(), 1))
+    result["kernel_fusion"] = fused
     result.update(_environment(device))
     return result
 

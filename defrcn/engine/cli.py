@@ -20,7 +20,7 @@ import click
 os.environ.setdefault("GLOG_v", "3")
 
 from defrcn.errors import InputError
-from defrcn.utils.device import DEVICES
+from defrcn.utils.device import DEVICES, remove_akg_files
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -30,6 +30,7 @@ def debug_enabled(debug=False):
 
 
 def _leave(code):
+    remove_akg_files()  # os._exit runs no atexit handlers
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

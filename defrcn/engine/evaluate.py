@@ -59,7 +59,7 @@ class Evaluation:
             raise InputError("checkpoint file not found", path=checkpoint)
         for finding in check_or_raise(cfg, init=checkpoint, purpose="eval"):  # InputError before the model
             logger.warning("doctor: %s", finding.message)
-        setup_runtime(device)
+        setup_runtime(device, inference=True)
         self.checkpoint = checkpoint
         self.model = recipe.model(cfg)
         load_weights(self.model, checkpoint)

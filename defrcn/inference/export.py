@@ -71,5 +71,6 @@ def export_model(recipe_path, checkpoint, out_file, *, file_format="MINDIR", ove
         raise InputError(f"--format: only {', '.join(FORMATS)} is supported, got {file_format!r}")
     if os.path.isdir(out_file):
         raise InputError("--output is a folder; give a file name", path=out_file)
-    cfg, model, _ = load_model_for_inference(recipe_path, checkpoint, overrides, device=device)
+    cfg, model, _ = load_model_for_inference(recipe_path, checkpoint, overrides, device=device,
+                                             fuse_kernels=False)
     return export_inference_graph(model, cfg.input.canvases[0], out_file)  # the recipe's first canvas

@@ -49,9 +49,10 @@ def category_ids_of(spec, class_names):
     return [None] * len(class_names)
 
 
-def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"):
-    """Build the recipe's detector, load `checkpoint` into it and switch to eval mode (with
-    MindSpore's memory planned at compile time, process-wide: `plan_graph_memory`).
+def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU", fuse_kernels=True):
+    """Build the recipe's detector, load `checkpoint` into it and switch to eval mode (graph
+    mode, MindSpore's memory planned at compile time, process-wide: `plan_graph_memory`; with
+    `fuse_kernels`, the convolutions' elementwise tails fused on CPU: `set_kernel_fusion`).
 
     Args:
         recipe_path: a recipe `.py` or a run's `config.json`.
@@ -68,17 +69,19 @@ def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"
 
     from defrcn.checkpoint.io import load_checkpoint  # imports MindSpore: only when a model is built
     from defrcn.checkpoint.loader import load_weights
-    from defrcn.utils.device import check_device, keep_graph_precision, plan_graph_memory
+    from defrcn.utils.device import check_device, keep_graph_precision, plan_graph_memory, set_kernel_fusion
     from defrcn.modeling.fold_bn import fold_for_inference
 
     check_device(device)
     recipe = load_recipe(recipe_path, overrides)
     cfg = recipe.cfg
     class_names = list(resolve_data_spec(cfg.data, num_classes=cfg.model.num_classes).model_classes)
+    ms.set_context(mode=ms.GRAPH_MODE)  # as evaluation runs (MindSpore 2.8's default is PyNative)
     if ms.get_context("device_target") != device:
         ms.set_device(device)
     keep_graph_precision(device)
     plan_graph_memory()
+    set_kernel_fusion(device, inference=fuse_kernels)
     params = load_checkpoint(str(checkpoint))  # before the (slower) model build
     model = recipe.model(cfg)
     load_weights(model, checkpoint, params=params)

@@ -1,11 +1,17 @@
 """The device a process runs on: the names the tools accept and what each device needs set
 before anything runs."""
+import atexit
+import importlib.util
 import logging
+import os
+import shutil
+import tempfile
 
 from defrcn.errors import InputError
 
 __all__ = ["DEVICES", "check_device", "keep_graph_precision", "ASCEND_PRECISION_MODE",
-           "plan_graph_memory"]
+           "plan_graph_memory", "FUSED_INFERENCE_OPS", "KERNEL_FUSION_ENV", "set_kernel_fusion",
+           "remove_akg_files"]
 
 DEVICES = ("CPU", "GPU", "Ascend")
 
@@ -68,3 +74,86 @@ def plan_graph_memory():
     except RuntimeError as e:  # "can not be set repeatedly": the process chose its memory setting
         logging.getLogger(__name__).warning("MindSpore's memory setting left as configured (%s)", e)
     _GRAPH_MEMORY_PLANNED = True
+
+
+# MindSpore's graph-kernel fusion (its AKG compiler) fuses the elementwise ops it is allowed
+# into one generated kernel. On CPU it is limited here to the tail of each convolution with its
+# batch norm folded in (BiasAdd, the residual Add, ReLU): one pass over the map instead of three,
+# with the same float32 results (docs/benchmark.md, "Inference: fused convolution tails").
+# Wider fusion is not safe in MindSpore 2.8: on CPU it miscompiles a Select whose (N, 1)
+# condition broadcasts over (N, 4) boxes, zeroing some coordinates (RPN proposals, NMS).
+FUSED_INFERENCE_OPS = ("BiasAdd", "ReLU", "Add")
+KERNEL_FUSION_ENV = "DEFRCN_KERNEL_FUSION"  # "0": never fuse
+# AKG's CPU code generator writes this debugging log into the working directory.
+_AKG_WORKDIR_LOG = "dsa_transfrom.log"
+_akg_scratch = None  # the temporary kernel folder ("" when the user named one)
+_akg_stray_log = None  # AKG's log in the working directory, to remove at exit
+
+
+def set_kernel_fusion(device, inference):
+    """Fuse each convolution's elementwise tail (FUSED_INFERENCE_OPS) in the graphs compiled
+    from now on when `inference` is true and the device is CPU; turn fusion off otherwise
+    (training: the fused graph held ~1 GiB more at R-101 512 x 512, batch 2). Returns whether
+    fusion is on.
+
+    Fusion stays off, with an info log, when DEFRCN_KERNEL_FUSION=0 or when what AKG's CPU
+    build needs is missing (the `decorator` package, a `g++` to link the kernels). AKG's kernel
+    files go to a temporary folder removed at exit unless MS_COMPILER_CACHE_PATH names one;
+    GPU and Ascend are left as MindSpore sets them (not measured there).
+    """
+    if device != "CPU":
+        return False
+    import mindspore as ms
+
+    reason = _fusion_unavailable() if inference else "training"
+    if reason:
+        if inference:
+            logging.getLogger(__name__).info("kernel fusion off: %s", reason)
+        ms.set_context(enable_graph_kernel=False)
+        return False
+    _keep_akg_files_out_of_cwd()
+    ms.set_context(enable_graph_kernel=True,
+                   graph_kernel_flags="--enable_cluster_ops_only=" + ",".join(FUSED_INFERENCE_OPS))
+    return True
+
+
+def _fusion_unavailable():
+    if os.environ.get(KERNEL_FUSION_ENV, "1") == "0":
+        return f"{KERNEL_FUSION_ENV}=0"
+    if importlib.util.find_spec("decorator") is None:
+        return "the decorator package is not installed (MindSpore's AKG imports it)"
+    if shutil.which("g++") is None:
+        return "no g++ on PATH (MindSpore's AKG links its CPU kernels with it)"
+    return None
+
+
+def _keep_akg_files_out_of_cwd():
+    global _akg_scratch, _akg_stray_log
+    if _akg_scratch is not None:
+        return
+    _akg_scratch = ""
+    # AKG puts its kernels under MindSpore's compile-cache folder (the working directory
+    # unless MS_COMPILER_CACHE_PATH says otherwise); a cache the user asked for is left alone.
+    if not os.environ.get("MS_COMPILER_CACHE_PATH") and os.environ.get("MS_COMPILER_CACHE_ENABLE") != "1":
+        _akg_scratch = tempfile.mkdtemp(prefix="defrcn-akg-")
+        os.environ["MS_COMPILER_CACHE_PATH"] = _akg_scratch
+    # AKG reads its own (empty) CPU tiling table only from under AKG_WHITE_LIST_PATH (else the
+    # working directory) and prints a line on stdout per kernel when it is elsewhere.
+    import mindspore as ms
+
+    os.environ.setdefault("AKG_WHITE_LIST_PATH", os.path.join(os.path.dirname(ms.__file__), "_akg"))
+    stray_log = os.path.abspath(_AKG_WORKDIR_LOG)
+    _akg_stray_log = None if os.path.exists(stray_log) else stray_log
+    atexit.register(remove_akg_files)
+
+
+def remove_akg_files():
+    """Remove what kernel fusion's compiler wrote in this process: its temporary kernel folder
+    and the log it leaves in the working directory (when it was not there before). The tools
+    call it on their way out (they leave through os._exit); other processes at exit."""
+    global _akg_stray_log
+    if _akg_scratch:
+        shutil.rmtree(_akg_scratch, ignore_errors=True)
+    if _akg_stray_log and os.path.isfile(_akg_stray_log):
+        os.remove(_akg_stray_log)
+    _akg_stray_log = None

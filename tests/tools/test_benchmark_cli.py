@@ -56,6 +56,8 @@ def test_model_modes_print_the_peer_keys(mode, extra):
     assert result["device"] == "CPU" and result["mindspore"].startswith("2.")
     # memory planned at compile time, as training, eval and infer run (MindSpore's default: O0)
     assert result["memory_optimize_level"] == "O1"
+    # the convolutions' elementwise tails fused in inference only, as eval and infer run
+    assert result["kernel_fusion"] is (mode == "infer")
     if mode == "infer":  # --breakdown: each stage timed as its own graph
         for key in ("backbone_ms", "rpn_ms", "roi_heads_ms"):
             assert result[key] > 0
