@@ -17,6 +17,9 @@ os.environ.setdefault("GLOG_v", "3")  # MindSpore's C++ warnings (graph compile 
 
 
 def pytest_unconfigure(config):
+    from defrcn.utils.device import remove_akg_files
+
+    remove_akg_files()  # what in-process inference's kernel fusion wrote: os._exit runs no atexit
     status = getattr(config, "_defrcn_exitstatus", None)
     if status is None or hasattr(config, "workerinput"):
         return  # an xdist worker ends through its channel to the controller
@@ -48,6 +51,24 @@ def execution_mode(name):
         yield mode
     finally:
         ms.set_context(mode=previous)
+
+
+@pytest.fixture(autouse=True)
+def _context_restored():
+    """MindSpore's execution mode and kernel fusion as they were before each test: inference
+    loaders set graph mode and, with folded BN, fusion (`defrcn.utils.device.set_kernel_fusion`)
+    for the whole process, and a later test in the same worker must not compile under them."""
+    ms = sys.modules.get("mindspore")
+    before = (ms.get_context("mode"), ms.get_context("enable_graph_kernel")) if ms else None
+    yield
+    ms = sys.modules.get("mindspore")
+    if ms is None:
+        return
+    mode, fusion = before or (ms.PYNATIVE_MODE, False)
+    if ms.get_context("mode") != mode:
+        ms.set_context(mode=mode)
+    if ms.get_context("enable_graph_kernel") != fusion:
+        ms.set_context(enable_graph_kernel=fusion)
 
 
 @pytest.fixture

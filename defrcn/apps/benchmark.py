@@ -310,8 +310,8 @@ def benchmark_recipe(recipe_path, *, mode="infer", batch=None, size=None, iters=
         fold_bn: fold frozen BN into the convolutions (`defrcn.modeling.fold_bn`) after
             calibration: all of them in inference, those of frozen convolutions in training.
             None = on in inference (what tools/eval.py and tools/infer.py run), off in training.
-        fuse_kernels: `set_kernel_fusion` (CPU); None = on in inference, off in training, as
-            eval, infer and training run.
+        fuse_kernels: `set_kernel_fusion` (CPU); None = in inference when BN was folded, never in
+            training, as eval, infer and training run.
         threads: MindSpore's `runtime_num_threads` (None: MindSpore's default).
     Keys: mode, recipe, batch, size, iters, warmup, median_ms, min_ms, peak_rss_mib, params,
     compile_s, proposals_per_image, device, mindspore, memory_optimize_level, kernel_fusion (+ images_per_s in
@@ -320,7 +320,7 @@ def benchmark_recipe(recipe_path, *, mode="infer", batch=None, size=None, iters=
     import mindspore as ms
 
     from defrcn.config.recipe import load_recipe
-    from defrcn.utils.device import keep_graph_precision, plan_graph_memory, set_kernel_fusion
+    from defrcn.utils.device import keep_graph_precision, plan_graph_memory
 
     recipe = load_recipe(recipe_path, overrides)
     cfg = recipe.cfg
@@ -336,9 +336,6 @@ def benchmark_recipe(recipe_path, *, mode="infer", batch=None, size=None, iters=
     ms.set_context(device_target=device)
     keep_graph_precision(device)
     plan_graph_memory()  # as training, eval and infer run
-    if fuse_kernels is None:
-        fuse_kernels = mode == "infer"
-    fused = set_kernel_fusion(device, inference=bool(fuse_kernels))
     if threads:
         ms.set_context(runtime_num_threads=int(threads))
     ms.set_seed(seed)
@@ -347,20 +344,21 @@ def benchmark_recipe(recipe_path, *, mode="infer", batch=None, size=None, iters=
                                 num_images=num_images, seed=seed)
     else:
         result = _benchmark_model(recipe, mode, batch, size, iters, warmup, breakdown, seed,
-                                  fold_bn)
+                                  fold_bn, fuse_kernels, device)
     result.update(dict(mode=mode, recipe=recipe.name, batch=int(batch), size=list(size), iters=int(iters),
                        warmup=int(warmup)))
     result.setdefault("peak_rss_mib", round(peak_rss_mib(), 1))
-    result["kernel_fusion"] = fused
     result.update(_environment(device))
     return result
 
 
-def _benchmark_model(recipe, mode, batch, size, iters, warmup, breakdown, seed, fold_bn):
+def _benchmark_model(recipe, mode, batch, size, iters, warmup, breakdown, seed, fold_bn, fuse_kernels,
+                     device):
     import mindspore as ms
 
     from defrcn.modeling.param_count import count_parameters
     from defrcn.modeling.winograd import resolve_res5_conv
+    from defrcn.utils.device import set_kernel_fusion
 
     cfg = recipe.cfg
     model = _build_model(recipe)
@@ -377,6 +375,9 @@ def _benchmark_model(recipe, mode, batch, size, iters, warmup, breakdown, seed, 
     for part in (model.backbone, model.roi_heads.res5):
         if fold_bn:
             folded += fold_frozen_bn(part, only_frozen_convs=(mode == "train"))
+    if fuse_kernels is None:  # as the inference loaders decide (`fuse_kernels_if_folded`)
+        fuse_kernels = mode == "infer" and folded > 0
+    fused = set_kernel_fusion(device, inference=bool(fuse_kernels))
 
     ms.set_context(mode=ms.GRAPH_MODE)
     tensors = {key: ms.Tensor(value) for key, value in data.items()}
@@ -397,7 +398,7 @@ def _benchmark_model(recipe, mode, batch, size, iters, warmup, breakdown, seed, 
                   times_ms=[round(t, 1) for t in times], compile_s=round(compile_s, 2),
                   params=counts["total"], trainable_params=counts["trainable"],
                   proposals_per_image=proposals, calibrated_norm_layers=calibrated,
-                  folded_bn=folded,
+                  folded_bn=folded, kernel_fusion=fused,
                   runtime_num_threads=ms.get_context("runtime_num_threads"),
                   depth=cfg.model.depth, pooler=cfg.model.pooler_resolution,
                   res5_input_stride=model.roi_heads.res5.input_stride,

@@ -52,6 +52,7 @@ class Evaluation:
         from defrcn.engine.doctor import check_or_raise
         from defrcn.engine.runtime import setup_runtime
         from defrcn.modeling.fold_bn import fold_for_inference
+        from defrcn.utils.device import fuse_kernels_if_folded
 
         recipe = load_recipe(recipe_path, overrides)
         self.cfg = cfg = recipe.cfg
@@ -59,11 +60,11 @@ class Evaluation:
             raise InputError("checkpoint file not found", path=checkpoint)
         for finding in check_or_raise(cfg, init=checkpoint, purpose="eval"):  # InputError before the model
             logger.warning("doctor: %s", finding.message)
-        setup_runtime(device, inference=True)
+        setup_runtime(device)
         self.checkpoint = checkpoint
         self.model = recipe.model(cfg)
         load_weights(self.model, checkpoint)
-        fold_for_inference(self.model)
+        fuse_kernels_if_folded(device, fold_for_inference(self.model))
         self.data = recipe.dataset(cfg, "test")
         self.predictions = None
 

@@ -28,10 +28,11 @@ def launched_by_msrun():
     return os.environ.get("MS_ROLE") in MSRUN_ROLES and int(os.environ.get("MS_WORKER_NUM", "1")) > 1
 
 
-def setup_runtime(device="CPU", *, pynative=False, deterministic=False, inference=False):
+def setup_runtime(device="CPU", *, pynative=False, deterministic=False):
     """Set the MindSpore context (on Ascend keep the graph's float32: `keep_graph_precision`;
-    memory planned at compile time: `plan_graph_memory`; kernel fusion for `inference` only:
-    `set_kernel_fusion`); under msrun also init the collectives (data parallel).
+    memory planned at compile time: `plan_graph_memory`; no kernel fusion, which only
+    inference turns on: `set_kernel_fusion`); under msrun also init the collectives (data
+    parallel).
 
     `deterministic`: MindSpore's deterministic kernels (`mindspore.set_deterministic`, set
     before the collectives start), which GPU and Ascend need for a bit-exact resume; CPU
@@ -42,7 +43,7 @@ def setup_runtime(device="CPU", *, pynative=False, deterministic=False, inferenc
     ms.set_context(mode=ms.PYNATIVE_MODE if pynative else ms.GRAPH_MODE, device_target=device)
     keep_graph_precision(device)
     plan_graph_memory()
-    set_kernel_fusion(device, inference=inference and not pynative)
+    set_kernel_fusion(device, inference=False)
     if deterministic:
         ms.set_deterministic(True)
     if not launched_by_msrun():

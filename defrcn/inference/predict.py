@@ -52,7 +52,8 @@ def category_ids_of(spec, class_names):
 def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU", fuse_kernels=True):
     """Build the recipe's detector, load `checkpoint` into it and switch to eval mode (graph
     mode, MindSpore's memory planned at compile time, process-wide: `plan_graph_memory`; with
-    `fuse_kernels`, the convolutions' elementwise tails fused on CPU: `set_kernel_fusion`).
+    `fuse_kernels`, the folded convolutions' elementwise tails fused on CPU:
+    `fuse_kernels_if_folded`).
 
     Args:
         recipe_path: a recipe `.py` or a run's `config.json`.
@@ -69,7 +70,7 @@ def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"
 
     from defrcn.checkpoint.io import load_checkpoint  # imports MindSpore: only when a model is built
     from defrcn.checkpoint.loader import load_weights
-    from defrcn.utils.device import check_device, keep_graph_precision, plan_graph_memory, set_kernel_fusion
+    from defrcn.utils.device import check_device, fuse_kernels_if_folded, keep_graph_precision, plan_graph_memory
     from defrcn.modeling.fold_bn import fold_for_inference
 
     check_device(device)
@@ -81,11 +82,11 @@ def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"
         ms.set_device(device)
     keep_graph_precision(device)
     plan_graph_memory()
-    set_kernel_fusion(device, inference=fuse_kernels)
     params = load_checkpoint(str(checkpoint))  # before the (slower) model build
     model = recipe.model(cfg)
     load_weights(model, checkpoint, params=params)
-    fold_for_inference(model)
+    folded = fold_for_inference(model)
+    fuse_kernels_if_folded(device, folded if fuse_kernels else 0)
     return cfg, model, class_names
 
 

@@ -11,7 +11,7 @@ from defrcn.errors import InputError
 
 __all__ = ["DEVICES", "check_device", "keep_graph_precision", "ASCEND_PRECISION_MODE",
            "plan_graph_memory", "FUSED_INFERENCE_OPS", "KERNEL_FUSION_ENV", "set_kernel_fusion",
-           "remove_akg_files"]
+           "fuse_kernels_if_folded", "remove_akg_files"]
 
 DEVICES = ("CPU", "GPU", "Ascend")
 
@@ -92,7 +92,7 @@ _akg_stray_log = None  # AKG's log in the working directory, to remove at exit
 
 def set_kernel_fusion(device, inference):
     """Fuse each convolution's elementwise tail (FUSED_INFERENCE_OPS) in the graphs compiled
-    from now on when `inference` is true and the device is CPU; turn fusion off otherwise
+    from now on when `inference` is true and the device is CPU; turn it off otherwise
     (training: the fused graph held ~1 GiB more at R-101 512 x 512, batch 2). Returns whether
     fusion is on.
 
@@ -105,16 +105,25 @@ def set_kernel_fusion(device, inference):
         return False
     import mindspore as ms
 
-    reason = _fusion_unavailable() if inference else "training"
+    reason = _fusion_unavailable() if inference else None
     if reason:
-        if inference:
-            logging.getLogger(__name__).info("kernel fusion off: %s", reason)
-        ms.set_context(enable_graph_kernel=False)
+        logging.getLogger(__name__).info("kernel fusion off: %s", reason)
+    if not inference or reason:
+        if ms.get_context("enable_graph_kernel"):
+            ms.set_context(enable_graph_kernel=False)
         return False
     _keep_akg_files_out_of_cwd()
     ms.set_context(enable_graph_kernel=True,
                    graph_kernel_flags="--enable_cluster_ops_only=" + ",".join(FUSED_INFERENCE_OPS))
     return True
+
+
+
+def fuse_kernels_if_folded(device, folded):
+    """What the inference loaders call after folding BN (`fold_for_inference`'s count): fuse
+    when convolutions were folded, whose bias now needs its own pass; a model with trainable BN
+    (the toy recipes) has no such tails and compiles without AKG."""
+    return set_kernel_fusion(device, inference=folded > 0)
 
 
 def _fusion_unavailable():

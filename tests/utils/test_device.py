@@ -9,7 +9,7 @@ import pytest
 from defrcn.errors import InputError
 from defrcn.utils import device as device_module
 from defrcn.utils.device import (ASCEND_PRECISION_MODE, DEVICES, KERNEL_FUSION_ENV, check_device,
-                                 keep_graph_precision, plan_graph_memory, set_kernel_fusion)
+                                 fuse_kernels_if_folded, keep_graph_precision, plan_graph_memory, set_kernel_fusion)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -81,7 +81,14 @@ def test_a_memory_setting_made_elsewhere_is_kept_with_a_warning(monkeypatch, cap
 def context_calls(monkeypatch):
     """set_kernel_fusion's MindSpore context settings, recorded (AKG's folders untouched)."""
     calls = []
-    monkeypatch.setattr(ms, "set_context", lambda **kw: calls.append(kw))
+    fusion = {"enable_graph_kernel": False}
+
+    def record(**settings):
+        calls.append(settings)
+        fusion.update((k, v) for k, v in settings.items() if k in fusion)
+
+    monkeypatch.setattr(ms, "set_context", record)
+    monkeypatch.setattr(ms, "get_context", fusion.__getitem__)
     monkeypatch.setattr(device_module, "_keep_akg_files_out_of_cwd", lambda: None)
     monkeypatch.delenv(KERNEL_FUSION_ENV, raising=False)
     return calls
@@ -93,9 +100,17 @@ def test_cpu_inference_fuses_only_the_convolution_tails(context_calls):
                                   graph_kernel_flags="--enable_cluster_ops_only=BiasAdd,ReLU,Add")]
 
 
-def test_training_turns_fusion_off(context_calls):
+def test_training_turns_fusion_off_and_leaves_it_off(context_calls):
     assert set_kernel_fusion("CPU", inference=False) is False
-    assert context_calls == [dict(enable_graph_kernel=False)]
+    assert context_calls == []  # off already: nothing set
+    set_kernel_fusion("CPU", inference=True)
+    assert set_kernel_fusion("CPU", inference=False) is False
+    assert context_calls[1:] == [dict(enable_graph_kernel=False)]
+
+
+@pytest.mark.parametrize("folded, fused", [(0, False), (3, True)])
+def test_the_loaders_fuse_only_folded_convolutions(context_calls, folded, fused):
+    assert fuse_kernels_if_folded("CPU", folded) is fused
 
 
 @pytest.mark.parametrize("device", ["GPU", "Ascend"])
@@ -112,7 +127,7 @@ def test_the_environment_switch_and_a_missing_linker_leave_fusion_off(context_ca
     monkeypatch.setattr(device_module.shutil, "which", lambda name: None)
     with caplog.at_level(logging.INFO, logger="defrcn.utils.device"):
         assert set_kernel_fusion("CPU", inference=True) is False
-    assert context_calls == [dict(enable_graph_kernel=False)] * 2
+    assert context_calls == []
     assert "DEFRCN_KERNEL_FUSION=0" in caplog.text and "no g++ on PATH" in caplog.text
 
 
