@@ -118,7 +118,6 @@ def set_kernel_fusion(device, inference):
     return True
 
 
-
 def fuse_kernels_if_folded(device, folded):
     """What the inference loaders call after folding BN (`fold_for_inference`'s count): fuse
     when convolutions were folded, whose bias now needs its own pass; a model with trainable BN
