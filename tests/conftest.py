@@ -56,7 +56,7 @@ def execution_mode(name):
 @pytest.fixture(autouse=True)
 def _context_restored():
     """MindSpore's execution mode and kernel fusion as they were before each test: inference
-    loaders set graph mode and, with folded BN, fusion (`defrcn.utils.device.set_kernel_fusion`)
+    loaders set graph mode and possibly fusion (`defrcn.utils.device.set_kernel_fusion`)
     for the whole process, and a later test in the same worker must not compile under them."""
     ms = sys.modules.get("mindspore")
     before = (ms.get_context("mode"), ms.get_context("enable_graph_kernel")) if ms else None

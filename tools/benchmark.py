@@ -48,7 +48,7 @@ def _run(recipe, as_json, **kwargs):
                    "training: frozen stages). [default: on for infer, off for train]")
 @click.option("--fuse-kernels/--no-fuse-kernels", default=None,
               help="Fuse the convolutions' BiasAdd/Add/ReLU tails on CPU, as eval and infer do. "
-                   "[default: on for infer with folded BN, off for train]")
+                   "[default: infer: the recipe's test.kernel_fusion for this canvas; train: off]")
 @click.option("--threads", type=int, default=None,
               help="MindSpore runtime_num_threads [default: MindSpore's].")
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON line.")

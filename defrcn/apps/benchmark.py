@@ -310,8 +310,9 @@ def benchmark_recipe(recipe_path, *, mode="infer", batch=None, size=None, iters=
         fold_bn: fold frozen BN into the convolutions (`defrcn.modeling.fold_bn`) after
             calibration: all of them in inference, those of frozen convolutions in training.
             None = on in inference (what tools/eval.py and tools/infer.py run), off in training.
-        fuse_kernels: `set_kernel_fusion` (CPU); None = in inference when BN was folded, never in
-            training, as eval, infer and training run.
+        fuse_kernels: `set_kernel_fusion` (CPU); None = in inference as the recipe's
+            `test.kernel_fusion` decides for this canvas (`fusion_pays`), never in training, as
+            eval, infer and training run.
         threads: MindSpore's `runtime_num_threads` (None: MindSpore's default).
     Keys: mode, recipe, batch, size, iters, warmup, median_ms, min_ms, peak_rss_mib, params,
     compile_s, proposals_per_image, device, mindspore, memory_optimize_level, kernel_fusion (+ images_per_s in
@@ -358,7 +359,7 @@ def _benchmark_model(recipe, mode, batch, size, iters, warmup, breakdown, seed, 
 
     from defrcn.modeling.param_count import count_parameters
     from defrcn.modeling.winograd import resolve_res5_conv
-    from defrcn.utils.device import set_kernel_fusion
+    from defrcn.utils.device import fusion_pays, set_kernel_fusion
 
     cfg = recipe.cfg
     model = _build_model(recipe)
@@ -375,8 +376,9 @@ def _benchmark_model(recipe, mode, batch, size, iters, warmup, breakdown, seed, 
     for part in (model.backbone, model.roi_heads.res5):
         if fold_bn:
             folded += fold_frozen_bn(part, only_frozen_convs=(mode == "train"))
-    if fuse_kernels is None:  # as the inference loaders decide (`fuse_kernels_if_folded`)
-        fuse_kernels = mode == "infer" and folded > 0
+    if fuse_kernels is None:  # as the inference loaders decide, for this canvas
+        fuse_kernels = mode == "infer" and fusion_pays(cfg.test.get("kernel_fusion", "auto"), folded,
+                                                       size[0] * size[1])
     fused = set_kernel_fusion(device, inference=bool(fuse_kernels))
 
     ms.set_context(mode=ms.GRAPH_MODE)

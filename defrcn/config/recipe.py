@@ -52,6 +52,7 @@ CHOICES = {
     "model.pooler_impl": ("matmul", "kernel"),
     "model.surgery": ("randinit", "remove", "none"),
     "solver.optimizer": ("sgd", "adamw"),
+    "test.kernel_fusion": ("auto", "on", "off"),
     "test.pcb.model": ("resnet101", "self"),
 }
 _load_counter = itertools.count()

@@ -52,7 +52,7 @@ class Evaluation:
         from defrcn.engine.doctor import check_or_raise
         from defrcn.engine.runtime import setup_runtime
         from defrcn.modeling.fold_bn import fold_for_inference
-        from defrcn.utils.device import fuse_kernels_if_folded
+        from defrcn.utils.device import fuse_inference_kernels, largest_canvas_pixels
 
         recipe = load_recipe(recipe_path, overrides)
         self.cfg = cfg = recipe.cfg
@@ -64,7 +64,9 @@ class Evaluation:
         self.checkpoint = checkpoint
         self.model = recipe.model(cfg)
         load_weights(self.model, checkpoint)
-        fuse_kernels_if_folded(device, fold_for_inference(self.model))
+        fuse_inference_kernels(device, cfg.test.get("kernel_fusion", "auto"),
+                               folded=fold_for_inference(self.model),
+                               canvas_pixels=largest_canvas_pixels(cfg.input))
         self.data = recipe.dataset(cfg, "test")
         self.predictions = None
 

@@ -52,8 +52,8 @@ def category_ids_of(spec, class_names):
 def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU", fuse_kernels=True):
     """Build the recipe's detector, load `checkpoint` into it and switch to eval mode (graph
     mode, MindSpore's memory planned at compile time, process-wide: `plan_graph_memory`; with
-    `fuse_kernels`, the folded convolutions' elementwise tails fused on CPU:
-    `fuse_kernels_if_folded`).
+    `fuse_kernels`, the folded convolutions' elementwise tails fused on CPU as the recipe's
+    `test.kernel_fusion` says: `fuse_inference_kernels`).
 
     Args:
         recipe_path: a recipe `.py` or a run's `config.json`.
@@ -70,7 +70,8 @@ def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"
 
     from defrcn.checkpoint.io import load_checkpoint  # imports MindSpore: only when a model is built
     from defrcn.checkpoint.loader import load_weights
-    from defrcn.utils.device import check_device, fuse_kernels_if_folded, keep_graph_precision, plan_graph_memory
+    from defrcn.utils.device import (check_device, fuse_inference_kernels, keep_graph_precision,
+                                     largest_canvas_pixels, plan_graph_memory)
     from defrcn.modeling.fold_bn import fold_for_inference
 
     check_device(device)
@@ -86,7 +87,8 @@ def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"
     model = recipe.model(cfg)
     load_weights(model, checkpoint, params=params)
     folded = fold_for_inference(model)
-    fuse_kernels_if_folded(device, folded if fuse_kernels else 0)
+    setting = cfg.test.get("kernel_fusion", "auto") if fuse_kernels else "off"
+    fuse_inference_kernels(device, setting, folded=folded, canvas_pixels=largest_canvas_pixels(cfg.input))
     return cfg, model, class_names
 
 

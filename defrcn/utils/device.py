@@ -11,7 +11,8 @@ from defrcn.errors import InputError
 
 __all__ = ["DEVICES", "check_device", "keep_graph_precision", "ASCEND_PRECISION_MODE",
            "plan_graph_memory", "FUSED_INFERENCE_OPS", "KERNEL_FUSION_ENV", "set_kernel_fusion",
-           "fuse_kernels_if_folded", "remove_akg_files"]
+           "FUSION_SETTINGS", "FUSION_MIN_CANVAS_PIXELS", "fusion_pays", "fuse_inference_kernels",
+           "largest_canvas_pixels", "remove_akg_files"]
 
 DEVICES = ("CPU", "GPU", "Ascend")
 
@@ -84,6 +85,11 @@ def plan_graph_memory():
 # condition broadcasts over (N, 4) boxes, zeroing some coordinates (RPN proposals, NMS).
 FUSED_INFERENCE_OPS = ("BiasAdd", "ReLU", "Add")
 KERNEL_FUSION_ENV = "DEFRCN_KERNEL_FUSION"  # "0": never fuse
+FUSION_SETTINGS = ("auto", "on", "off")  # a recipe's test.kernel_fusion
+# "auto" fuses from this canvas size on. The tails' cost grows with the maps: R-101 inference at
+# 800 x 1344 (1.08 M pixels) took 6-9 % less time fused, at 512 x 512 (0.26 M) the same, and the
+# toy R-18 at 256 x 256 lost the kernels' build time; fusing costs ~50 MiB (AKG in the process).
+FUSION_MIN_CANVAS_PIXELS = 600 * 800
 # AKG's CPU code generator writes this debugging log into the working directory.
 _AKG_WORKDIR_LOG = "dsa_transfrom.log"
 _akg_scratch = None  # the temporary kernel folder ("" when the user named one)
@@ -118,11 +124,27 @@ def set_kernel_fusion(device, inference):
     return True
 
 
-def fuse_kernels_if_folded(device, folded):
-    """What the inference loaders call after folding BN (`fold_for_inference`'s count): fuse
-    when convolutions were folded, whose bias now needs its own pass; a model with trainable BN
-    (the toy recipes) has no such tails and compiles without AKG."""
-    return set_kernel_fusion(device, inference=folded > 0)
+def fusion_pays(setting, folded, canvas_pixels):
+    """Whether inference should fuse the convolutions' tails: `setting` is a recipe's
+    `test.kernel_fusion` ("on", "off" or "auto"); "auto" fuses when BN was folded into
+    convolutions (`fold_for_inference`'s count: their bias then needs its own pass) and the
+    canvas (H * W) has at least FUSION_MIN_CANVAS_PIXELS."""
+    if setting not in FUSION_SETTINGS:
+        raise ValueError(f"kernel fusion must be one of {', '.join(FUSION_SETTINGS)}, got {setting!r}")
+    if setting != "auto":
+        return setting == "on"
+    return folded > 0 and canvas_pixels >= FUSION_MIN_CANVAS_PIXELS
+
+
+def fuse_inference_kernels(device, setting, *, folded, canvas_pixels):
+    """What the inference loaders call after folding BN: `set_kernel_fusion` as `fusion_pays`
+    decides. Returns whether fusion is on."""
+    return set_kernel_fusion(device, inference=fusion_pays(setting, folded, canvas_pixels))
+
+
+def largest_canvas_pixels(input_settings):
+    """H * W of the largest of a recipe's `input.canvases` (what a test image is padded to)."""
+    return max(int(height) * int(width) for height, width in input_settings.canvases)
 
 
 def _fusion_unavailable():

@@ -92,23 +92,24 @@ def test_memory_is_planned_and_detections_are_those_of_the_default_setting(toy, 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="AKG links its kernels with g++")
 def test_fused_convolution_tails_give_the_detections_of_the_stock_kernels(toy, run_tool, tmp_path):
-    """On CPU the tool fuses each convolution's BiasAdd/Add/ReLU (MindSpore's AKG kernels, written
-    under MS_COMPILER_CACHE_PATH when it is set); DEFRCN_KERNEL_FUSION=0 runs the stock kernels.
-    Frozen BN, as DeFRCN's recipes have it: folded into the convolutions, it leaves a BiasAdd."""
+    """With test.kernel_fusion=on the tool fuses each convolution's BiasAdd/Add/ReLU on CPU
+    (MindSpore's AKG kernels, written under MS_COMPILER_CACHE_PATH when it is set); "off" and
+    "auto" on the toy's small canvas run the stock kernels. Frozen BN, as DeFRCN's recipes have
+    it: folded into the convolutions, it leaves a BiasAdd."""
     overrides, checkpoint, _ = toy
-    overrides = overrides + ["model.norm=frozen_bn"]
     _write_image(tmp_path / "image.jpg", 96, 128, seed=6)
     records = {}
-    for fusion in ("1", "0"):
-        out, kernels = tmp_path / f"fusion{fusion}", tmp_path / f"kernels{fusion}"
-        env = dict(os.environ, DEFRCN_KERNEL_FUSION=fusion, MS_COMPILER_CACHE_PATH=str(kernels))
+    for fusion in ("on", "off", "auto"):
+        out, kernels = tmp_path / f"fusion_{fusion}", tmp_path / f"kernels_{fusion}"
+        env = dict(os.environ, MS_COMPILER_CACHE_PATH=str(kernels))
         result = run_tool("infer", RECIPE, "--checkpoint", checkpoint, tmp_path / "image.jpg", "--output-dir", out,
-                          "--score-thresh", 0, sets=overrides, env=env)
+                          "--score-thresh", 0, env=env,
+                          sets=overrides + ["model.norm=frozen_bn", f"test.kernel_fusion={fusion}"])
         assert result.returncode == 0, result.stderr
         records[fusion] = json.loads((out / "image.json").read_text())["detections"]
         built = os.listdir(kernels / "akg_kernel_meta") if (kernels / "akg_kernel_meta").is_dir() else []
-        assert any(name.startswith("Fused_BiasAdd") for name in built) == (fusion == "1"), built
-    assert len(records["1"]) >= 10 and records["1"] == records["0"]
+        assert any(name.startswith("Fused_BiasAdd") for name in built) == (fusion == "on"), built
+    assert len(records["on"]) >= 10 and records["on"] == records["off"] == records["auto"]
 
 
 def test_detections_do_not_depend_on_the_canvas(toy, run_tool, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from defrcn.errors import InputError
 from defrcn.utils import device as device_module
 from defrcn.utils.device import (ASCEND_PRECISION_MODE, DEVICES, KERNEL_FUSION_ENV, check_device,
-                                 fuse_kernels_if_folded, keep_graph_precision, plan_graph_memory, set_kernel_fusion)
+                                 fuse_inference_kernels, fusion_pays, keep_graph_precision, plan_graph_memory, set_kernel_fusion)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -109,9 +109,25 @@ def test_training_turns_fusion_off_and_leaves_it_off(context_calls):
     assert context_calls[1:] == [dict(enable_graph_kernel=False)]
 
 
-@pytest.mark.parametrize("folded, fused", [(0, False), (3, True)])
-def test_the_loaders_fuse_only_folded_convolutions(context_calls, folded, fused):
-    assert fuse_kernels_if_folded("CPU", folded) is fused
+LARGE, SMALL = 800 * 1344, 512 * 512  # DeFRCN's test canvas; one where fusing gained nothing
+
+
+@pytest.mark.parametrize("setting, folded, pixels, fused", [
+    ("auto", 104, LARGE, True),  # the R-101's frozen BN, folded
+    ("auto", 0, LARGE, False),  # trainable BN: no bias tails
+    ("auto", 104, SMALL, False),
+    ("on", 0, SMALL, True),
+    ("off", 104, LARGE, False),
+])
+def test_the_loaders_fuse_folded_convolutions_on_large_canvases(context_calls, setting, folded, pixels, fused):
+    assert fusion_pays(setting, folded, pixels) is fused
+    assert fuse_inference_kernels("CPU", setting, folded=folded, canvas_pixels=pixels) is fused
+    assert bool(context_calls and context_calls[-1].get("enable_graph_kernel")) is fused
+
+
+def test_a_misspelt_fusion_setting_is_refused():
+    with pytest.raises(ValueError, match="one of auto, on, off, got 'yes'"):
+        fusion_pays("yes", 1, LARGE)
 
 
 @pytest.mark.parametrize("device", ["GPU", "Ascend"])
