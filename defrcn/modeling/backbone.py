@@ -122,11 +122,18 @@ def _replace_child(parent, name, child, names_from):
         param.name = old_names[attr]
 
 
+def _host_copy(parameter):
+    """A new Tensor with `parameter`'s values, copied on the host: a MindSpore copy op would
+    leave its cached PyNative kernel, with buffers the size of the tensor, for the rest of the
+    process (two of 18 MiB for an R-101's res5 3x3 weight, docs/benchmark.md)."""
+    return ms.Tensor(parameter.asnumpy().copy())
+
+
 def _frozen_copy(bn):
     """FrozenBatchNorm2d with the values of a BatchNorm2d."""
     frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
     for attr in ("gamma", "beta", "moving_mean", "moving_variance"):
-        getattr(frozen, attr).set_data(getattr(bn, attr).data.copy())
+        getattr(frozen, attr).set_data(_host_copy(getattr(bn, attr)))
     return frozen
 
 
@@ -279,9 +286,9 @@ def _move_stride_to_1x1(block):
     if stride == 1:
         return
     new_conv1 = nn.Conv2d(conv1.in_channels, conv1.out_channels, kernel_size=1, stride=stride,
-                          weight_init=conv1.weight.data.copy())
+                          weight_init=_host_copy(conv1.weight))
     new_conv2 = nn.Conv2d(conv2.in_channels, conv2.out_channels, kernel_size=3, stride=1, padding=1,
-                          pad_mode="pad", group=conv2.group, weight_init=conv2.weight.data.copy())
+                          pad_mode="pad", group=conv2.group, weight_init=_host_copy(conv2.weight))
     _replace_child(block, "conv1", new_conv1, names_from=conv1)
     _replace_child(block, "conv2", new_conv2, names_from=conv2)
 
@@ -300,7 +307,7 @@ def _read_input_unstrided(block):
         return 1
     for parent, name, conv in ((block, "conv1", block.conv1), (block.down_sample, "0", shortcut)):
         unstrided = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=1, stride=1,
-                              weight_init=conv.weight.data.copy())
+                              weight_init=_host_copy(conv.weight))
         _replace_child(parent, name, unstrided, names_from=conv)
     return stride
 
