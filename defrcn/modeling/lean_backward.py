@@ -22,7 +22,7 @@ res5's 4x4 maps of hundreds of RoIs.
 import numpy as np
 
 import mindspore as ms
-from mindspore import Tensor, nn, ops
+from mindspore import Tensor, mint, nn, ops
 
 __all__ = ["LeanBackwardConv2d", "use_lean_backward", "CONV_BACKWARDS", "lean_backward_for_device"]
 
@@ -59,7 +59,9 @@ class _LeanConv3x3(nn.Cell):
     def bprop(self, x, weight, unfold, out, dout):
         batch, channels, height, width = x.shape
         outputs = dout.shape[1]
-        flipped = ops.flip(weight, (2, 3)).transpose(1, 0, 2, 3)  # (C, O, 3, 3), small
+        # (C, O, 3, 3). mint.permute, not Transpose: MindSpore 2.8's CPU Transpose kernel keeps a
+        # table of 8 bytes per element for the graph's life (R-101: 24 such weights, the RPN's 9.4 M)
+        flipped = mint.permute(ops.flip(weight, (2, 3)), (1, 0, 2, 3))
         dx = ops.Conv2D(channels, 3, pad_mode="pad", pad=1)(dout, flipped)
         cols = ops.Conv2D(9 * channels, 3, pad_mode="pad", pad=1, group=channels)(ops.depend(x, dout), unfold)
         dw = self.bmm_nt(dout.reshape(batch, outputs, height * width),
