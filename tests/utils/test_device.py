@@ -10,7 +10,8 @@ import pytest
 from defrcn.errors import InputError
 from defrcn.utils import device as device_module
 from defrcn.utils.device import (ASCEND_PRECISION_MODE, DEVICES, KERNEL_FUSION_ENV, check_device,
-                                 fuse_inference_kernels, fusion_pays, keep_graph_precision, plan_graph_memory, set_kernel_fusion)
+                                 fuse_inference_kernels, fusion_pays, keep_graph_precision, plan_graph_memory,
+                                 set_kernel_fusion)
 
 
 @pytest.mark.parametrize("device", DEVICES)
