@@ -360,7 +360,7 @@ def _benchmark_model(recipe, mode, batch, size, iters, warmup, breakdown, seed, 
 
     from defrcn.modeling.param_count import count_parameters
     from defrcn.modeling.winograd import resolve_res5_conv
-    from defrcn.utils.device import fusion_pays, set_kernel_fusion
+    from defrcn.utils.device import fusion_pays, kernel_fusion_setting, set_kernel_fusion
 
     cfg = recipe.cfg
     model = _build_model(recipe)
@@ -378,8 +378,7 @@ def _benchmark_model(recipe, mode, batch, size, iters, warmup, breakdown, seed, 
         if fold_bn:
             folded += fold_frozen_bn(part, only_frozen_convs=(mode == "train"))
     if fuse_kernels is None:  # as the inference loaders decide, for this canvas
-        fuse_kernels = mode == "infer" and fusion_pays(cfg.test.get("kernel_fusion", "auto"), folded,
-                                                       size[0] * size[1])
+        fuse_kernels = mode == "infer" and fusion_pays(kernel_fusion_setting(cfg), folded, size[0] * size[1])
     fused = set_kernel_fusion(device, inference=bool(fuse_kernels))
 
     ms.set_context(mode=ms.GRAPH_MODE)

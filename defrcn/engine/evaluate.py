@@ -52,7 +52,7 @@ class Evaluation:
         from defrcn.engine.doctor import check_or_raise
         from defrcn.engine.runtime import setup_runtime
         from defrcn.modeling.fold_bn import fold_for_inference
-        from defrcn.utils.device import fuse_inference_kernels, largest_canvas_pixels
+        from defrcn.utils.device import fuse_inference_kernels
 
         recipe = load_recipe(recipe_path, overrides)
         self.cfg = cfg = recipe.cfg
@@ -64,9 +64,7 @@ class Evaluation:
         self.checkpoint = checkpoint
         self.model = recipe.model(cfg)
         load_weights(self.model, checkpoint)
-        fuse_inference_kernels(device, cfg.test.get("kernel_fusion", "auto"),
-                               folded=fold_for_inference(self.model),
-                               canvas_pixels=largest_canvas_pixels(cfg.input))
+        fuse_inference_kernels(device, cfg, folded=fold_for_inference(self.model))
         self.data = recipe.dataset(cfg, "test")
         self.predictions = None
 

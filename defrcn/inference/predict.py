@@ -71,7 +71,7 @@ def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"
     from defrcn.checkpoint.io import load_checkpoint  # imports MindSpore: only when a model is built
     from defrcn.checkpoint.loader import load_weights
     from defrcn.utils.device import (check_device, fuse_inference_kernels, keep_graph_precision,
-                                     largest_canvas_pixels, plan_graph_memory)
+                                     plan_graph_memory, set_kernel_fusion)
     from defrcn.modeling.fold_bn import fold_for_inference
 
     check_device(device)
@@ -87,8 +87,10 @@ def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU"
     model = recipe.model(cfg)
     load_weights(model, checkpoint, params=params)
     folded = fold_for_inference(model)
-    setting = cfg.test.get("kernel_fusion", "auto") if fuse_kernels else "off"
-    fuse_inference_kernels(device, setting, folded=folded, canvas_pixels=largest_canvas_pixels(cfg.input))
+    if fuse_kernels:
+        fuse_inference_kernels(device, cfg, folded=folded)
+    else:
+        set_kernel_fusion(device, inference=False)
     return cfg, model, class_names
 
 

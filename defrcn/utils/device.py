@@ -11,8 +11,8 @@ from defrcn.errors import InputError
 
 __all__ = ["DEVICES", "check_device", "keep_graph_precision", "ASCEND_PRECISION_MODE",
            "plan_graph_memory", "FUSED_INFERENCE_OPS", "KERNEL_FUSION_ENV", "set_kernel_fusion",
-           "FUSION_SETTINGS", "FUSION_MIN_CANVAS_PIXELS", "fusion_pays", "fuse_inference_kernels",
-           "largest_canvas_pixels", "remove_akg_files"]
+           "FUSION_SETTINGS", "FUSION_MIN_CANVAS_PIXELS", "fusion_pays", "kernel_fusion_setting",
+           "fuse_inference_kernels", "remove_akg_files"]
 
 DEVICES = ("CPU", "GPU", "Ascend")
 
@@ -136,15 +136,17 @@ def fusion_pays(setting, folded, canvas_pixels):
     return folded > 0 and canvas_pixels >= FUSION_MIN_CANVAS_PIXELS
 
 
-def fuse_inference_kernels(device, setting, *, folded, canvas_pixels):
-    """What the inference loaders call after folding BN: `set_kernel_fusion` as `fusion_pays`
-    decides. Returns whether fusion is on."""
-    return set_kernel_fusion(device, inference=fusion_pays(setting, folded, canvas_pixels))
+def kernel_fusion_setting(cfg):
+    """A recipe cfg's `test.kernel_fusion` ("auto" in a run's config.json written before the key)."""
+    return cfg.test.get("kernel_fusion", "auto")
 
 
-def largest_canvas_pixels(input_settings):
-    """H * W of the largest of a recipe's `input.canvases` (what a test image is padded to)."""
-    return max(int(height) * int(width) for height, width in input_settings.canvases)
+def fuse_inference_kernels(device, cfg, *, folded):
+    """What the inference loaders call after folding BN (`folded`: `fold_for_inference`'s count):
+    `set_kernel_fusion` as `fusion_pays` decides for the recipe's setting and its largest test
+    canvas (what a test image is padded to). Returns whether fusion is on."""
+    canvas_pixels = max(int(height) * int(width) for height, width in cfg.input.canvases)
+    return set_kernel_fusion(device, inference=fusion_pays(kernel_fusion_setting(cfg), folded, canvas_pixels))
 
 
 def _fusion_unavailable():

@@ -7,6 +7,7 @@ import shutil
 import mindspore as ms
 import pytest
 
+from defrcn.config.config import Config
 from defrcn.errors import InputError
 from defrcn.utils import device as device_module
 from defrcn.utils.device import (ASCEND_PRECISION_MODE, DEVICES, KERNEL_FUSION_ENV, check_device,
@@ -122,7 +123,8 @@ LARGE, SMALL = 800 * 1344, 512 * 512  # DeFRCN's test canvas; one where fusing g
 ])
 def test_the_loaders_fuse_folded_convolutions_on_large_canvases(context_calls, setting, folded, pixels, fused):
     assert fusion_pays(setting, folded, pixels) is fused
-    assert fuse_inference_kernels("CPU", setting, folded=folded, canvas_pixels=pixels) is fused
+    cfg = Config(test=dict(kernel_fusion=setting), input=dict(canvases=[[1, pixels]]))
+    assert fuse_inference_kernels("CPU", cfg, folded=folded) is fused
     assert bool(context_calls and context_calls[-1].get("enable_graph_kernel")) is fused
 
 
