@@ -30,7 +30,7 @@ def launched_by_msrun():
 
 def setup_runtime(device="CPU", *, pynative=False, deterministic=False):
     """Set the MindSpore context (on Ascend keep the graph's float32: `keep_graph_precision`;
-    memory planned at compile time: `plan_graph_memory`; no kernel fusion, which only
+    MindSpore's memory level O1: `plan_graph_memory`; no kernel fusion, which only
     inference turns on: `set_kernel_fusion`); under msrun also init the collectives (data
     parallel).
 

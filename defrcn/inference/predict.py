@@ -51,7 +51,7 @@ def category_ids_of(spec, class_names):
 
 def load_model_for_inference(recipe_path, checkpoint, overrides=(), device="CPU", fuse_kernels=True):
     """Build the recipe's detector, load `checkpoint` into it and switch to eval mode (graph
-    mode, MindSpore's memory planned at compile time, process-wide: `plan_graph_memory`; with
+    mode, MindSpore's memory level O1, process-wide: `plan_graph_memory`; with
     `fuse_kernels`, the folded convolutions' elementwise tails fused on CPU as the recipe's
     `test.kernel_fusion` says: `fuse_inference_kernels`).
 

@@ -50,20 +50,25 @@ _GRAPH_MEMORY_PLANNED = False
 
 
 def plan_graph_memory():
-    """MindSpore's memory optimize level O1 for this process: the compiler plans every tensor's
-    place in the graph's memory ahead of the run (`mindspore.runtime.set_memory(
-    optimize_level="O1")`) instead of the dynamic pool choosing at run time (O0, the default on
-    CPU and GPU).
+    """MindSpore's memory optimize level O1 for this process
+    (`mindspore.runtime.set_memory(optimize_level="O1")`; O0 is the default on CPU and GPU).
+
+    O1 would also let MindSpore place every tensor at compile time (SOMAS), but the detector's
+    graphs do not qualify: each `ops.topk` receives its k through a cast, which SOMAS counts as
+    a computed input, so MindSpore's run-time pool still places the tensors. On CPU that is the
+    better of the two: SOMAS plans there without the execution order, and with k given as an
+    int32 constant it took an R-101 training step at 512 x 512 from 4,041 to 6,080 MiB and
+    inference at 800 x 1333 from 1,581 to 2,295 MiB (docs/benchmark.md).
 
     Call it before the first graph compiles; the training and evaluation set-up, inference
     loading and the benchmark do. It holds for the whole process, and MindSpore allows one
     memory setting per process: one made earlier is left as it is, with a warning.
-    Measured on CPU, R-101, peak RSS: inference at 800 x 1333 (batch 1, after three images)
-    1,815-1,825 -> 1,669 MiB; training at 800 x 1333 (batch 2, four steps) peaked at 5,830-5,886
-    MiB in 7 of 7 runs, where O0 peaked at 5,815-5,861 or, in 4 of 11 runs, took another
-    ~530 MiB in its second or third step (6,357-6,448); at 512 x 512
-    training holds ~50 MiB more (4,122-4,126 -> 4,171-4,179 MiB). Detections and losses are
-    the same as O0's; step times equal within noise.
+    Measured on CPU, R-101, peak RSS, O1 against O0 (both without SOMAS): inference at
+    800 x 1333 (batch 1, after three images) 1,815-1,825 -> 1,669 MiB; training at 800 x 1333
+    (batch 2, four steps) peaked at 5,830-5,886 MiB in 7 of 7 runs, where O0 peaked at
+    5,815-5,861 or, in 4 of 11 runs, took another ~530 MiB in its second or third step
+    (6,357-6,448); at 512 x 512 training holds ~50 MiB more (4,122-4,126 -> 4,171-4,179 MiB).
+    Detections and losses are the same as O0's; step times equal within noise.
     """
     global _GRAPH_MEMORY_PLANNED
     if _GRAPH_MEMORY_PLANNED:
