@@ -185,27 +185,17 @@ def kill_job(processes, output_dir):
     group alone leaves them running)."""
     processes = processes if isinstance(processes, (list, tuple)) else [processes]
     for group in [p.pid for p in processes if p.poll() is None] + worker_pids(output_dir):
-        _kill(group, group=True)
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     for process in processes:
         if process.poll() is None:
             process.wait(timeout=60)
     # A killed worker stays in /proc, with its command line, until it has finished exiting
-    # (tearing down a GiB address space takes a moment): wait until none is listed.
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        left = worker_pids(output_dir)
-        if not left:
-            break
-        for pid in left:
-            _kill(pid)
-        time.sleep(0.1)
+    # (tearing down a GiB address space takes a moment).
+    wait_for(lambda: not worker_pids(output_dir), 60, f"the killed msrun workers of {output_dir} to exit")
 
-
-def _kill(pid, group=False):
-    try:
-        (os.killpg if group else os.kill)(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 for _helper in (wait_for, logged_iterations, checkpoint_files,
                 assert_all_checkpoints_readable, parameters, largest_difference, free_port, worker_pids,
