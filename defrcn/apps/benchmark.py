@@ -133,6 +133,10 @@ def calibrate_norm_statistics(trunk, res5, images):
     previous_mode = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE)
     states = [(cell, cell.training) for cell in (trunk, res5)]
+    # the hooks see a norm's input only where the norm runs as its own Cell
+    in_conv = [layer for layer in layers if getattr(layer, "in_conv", False)]
+    for layer in in_conv:
+        layer.in_conv = False
     handles = [layer.register_forward_pre_hook(set_statistics) for layer in layers]
     try:
         for cell in (trunk, res5):
@@ -143,6 +147,8 @@ def calibrate_norm_statistics(trunk, res5, images):
     finally:
         for handle in handles:
             handle.remove()
+        for layer in in_conv:
+            layer.in_conv = True
         for cell, training in states:
             cell.set_train(training)
         ms.set_context(mode=previous_mode)

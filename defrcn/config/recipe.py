@@ -49,6 +49,7 @@ CHOICES = {
     "model.norm": ("frozen_bn", "bn"),
     "model.res5_conv": ("auto", "direct", "winograd"),
     "model.conv_backward": ("auto", "stock", "lean"),
+    "model.frozen_bn_impl": ("auto", "kernel", "in_conv"),
     "model.pooler_impl": ("matmul", "kernel"),
     "model.surgery": ("randinit", "remove", "none"),
     "solver.optimizer": ("sgd", "adamw"),

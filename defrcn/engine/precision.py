@@ -14,6 +14,7 @@ float32 at every level.
 - O2: everything in float16 except `mindspore.amp.get_black_list()` (the BatchNorms) plus our
   FrozenBatchNorm2d (`mindspore.amp.custom_mixed_precision` with that black list).
 - O3: everything in those cells in float16, BatchNorm included.
+At every level the frozen BNs run as their own Cells (`model.frozen_bn_impl` "kernel").
 
 `solver.loss_scale` (used when amp_level is not O0): "dynamic" (default) for
 `mindspore.amp.DynamicLossScaler` starting at 2**16, x2 after 2000 finite updates, /2 and the
@@ -73,7 +74,11 @@ def apply_mixed_precision(network, level, cells=None):
         return network
     from mindspore import amp
 
-    from defrcn.modeling.backbone import FrozenBatchNorm2d
+    from defrcn.modeling.backbone import FrozenBatchNorm2d, set_frozen_bn_impl
+
+    # each frozen BN runs as its own float32 Cell, as the levels above describe, not inside the
+    # (float16) convolution before it
+    set_frozen_bn_impl(network, "kernel")
 
     names = {id(param): param.name for param in network.get_parameters()}
     paths = cells if cells is not None else getattr(network, "mixed_precision_cells", None)

@@ -11,8 +11,10 @@ Two deliberate differences from a stock mindcv ResNet, both to match detectron2/
 - `stride_in_1x1=True` moves the stride of each strided bottleneck from the 3x3 conv to the
   first 1x1 conv (MSRA/Caffe2 weights, detectron2 RESNETS.STRIDE_IN_1X1); names and shapes
   are unchanged.
-And one for speed with the same values: with the stride in the 1x1, res5 reads its input only
-at stride 2, so it takes that input already sampled (`ResNetRes5.input_stride`).
+And two for speed with the same values: with the stride in the 1x1, res5 reads its input only
+at stride 2, so it takes that input already sampled (`ResNetRes5.input_stride`); and a frozen
+BatchNorm can run inside the convolution before it (`FrozenBatchNorm2d.in_conv`, set by
+`set_frozen_bn_impl`), in training too, with the stock parameters.
 """
 
 import mindspore as ms
@@ -25,7 +27,8 @@ from mindcv.models.resnet import BasicBlock, Bottleneck, ResNet
 from defrcn.modeling.padding import apply_mask, region_mask
 from defrcn.modeling.param_count import count_parameters  # noqa: F401  (re-exported)
 
-__all__ = ["FrozenBatchNorm2d", "ResNetTrunk", "ResNetRes5", "build_resnet_c4", "freeze_cell",
+__all__ = ["FrozenBatchNorm2d", "FROZEN_BN_IMPLS", "set_frozen_bn_impl", "conv_then_norm",
+           "ResNetTrunk", "ResNetRes5", "build_resnet_c4", "freeze_cell",
            "count_parameters", "residual_stage", "RESNET_SPECS"]
 
 # Block type and blocks per stage (res2..res5); He et al. 2016, table 1 (= mindcv's factories).
@@ -39,6 +42,8 @@ RESNET_SPECS = {
 
 # detectron2 FrozenBatchNorm2d and mindcv's BatchNorm2d both use eps 1e-5.
 BN_EPS = 1e-5
+# 1 + 1e-12 rounds to 1 in float32: batch_norm(x, 0, 1, gamma, beta) with it is x * gamma + beta.
+_UNIT_EPS = 1e-12
 
 
 class _FrozenNormKernel(nn.Cell):
@@ -83,12 +88,16 @@ class FrozenBatchNorm2d(nn.Cell):
     batch-norm kernel: written as two elementwise ops, res5 over 1000 RoIs kept 6.6 GiB of
     intermediates alive (1.25 GiB fused), too much to train R-101 at batch 2 in 24 GB. The
     backward keeps nothing of the input (`_FrozenNormKernel`).
+
+    With `in_conv` True, the blocks here run conv then norm as `conv_then_norm` does: one
+    convolution with weight W * scale, then + shift.
     """
 
     def __init__(self, num_features, eps=BN_EPS):
         super().__init__()
         self.num_features = num_features
         self.eps = eps
+        self.in_conv = False
         shape = (num_features,)
         self.gamma = Parameter(initializer("ones", shape, ms.float32), name="gamma", requires_grad=False)
         self.beta = Parameter(initializer("zeros", shape, ms.float32), name="beta", requires_grad=False)
@@ -97,13 +106,89 @@ class FrozenBatchNorm2d(nn.Cell):
         self.moving_variance = Parameter(initializer("ones", shape, ms.float32), name="moving_variance",
                                          requires_grad=False)
         self.kernel = _FrozenNormKernel(eps)
+        self.bias_add = ops.BiasAdd()
+        # `after_conv`'s W * scale, recomputed for the backward instead of kept from the forward
+        # (MindSpore's primitive recompute, graph mode): kept, the scaled weights and what their
+        # kernel holds raised a training step's peak by 250 MiB (R-101 res5, 512 x 512, batch 2).
+        self.to_rows, self.from_rows = ops.Reshape(), ops.Reshape()
+        self.scale_rows = ops.BatchNorm(is_training=False, epsilon=_UNIT_EPS)
+        for primitive in (self.to_rows, self.scale_rows, self.from_rows):
+            primitive.add_prim_attr("recompute", True)  # Primitive.recompute() refuses PyNative mode
 
     def construct(self, x):
         scale = self.gamma * ops.rsqrt(self.moving_variance + self.eps)
         return self.kernel(x, self.moving_mean, self.moving_variance, self.gamma, self.beta, scale)
 
+    def after_conv(self, conv, x):
+        """self(conv(x)) as conv(x, W * scale) + shift (`conv`: an NCHW nn.Conv2d, or one with
+        `convolve(x, weight)`). W is still the Parameter that trains: its gradient is the scaled
+        weight's times scale, as with the norm after the convolution."""
+        scale = self.gamma * ops.rsqrt(self.moving_variance + self.eps)
+        shift = self.beta - self.moving_mean * scale
+        weight = conv.weight
+        outputs = weight.shape[0]
+        # W * scale per output channel through the batch-norm kernel (mean 0, variance 1, an epsilon
+        # that rounds away: exact): a broadcast Mul on MindSpore 2.8's CPU keeps two int64 offsets
+        # per element of its output for the graph's life. Recomputed for the backward (see __init__).
+        zeros, ones = ops.zeros_like(scale), ops.ones_like(scale)
+        scaled = self.scale_rows(self.to_rows(weight, (1, outputs, -1, 1)), scale, zeros, zeros, ones)[0]
+        scaled = self.from_rows(scaled, weight.shape)
+        if scaled.dtype != x.dtype:
+            scaled = scaled.astype(x.dtype)
+        if hasattr(conv, "convolve"):
+            out = conv.convolve(x, scaled)
+        else:
+            out = conv.conv2d(x, scaled)
+        if conv.has_bias:
+            shift = shift + conv.bias * scale
+        return self.bias_add(out, shift.astype(out.dtype))
+
     def extend_repr(self):
-        return f"num_features={self.num_features}, eps={self.eps}"
+        return f"num_features={self.num_features}, eps={self.eps}, in_conv={self.in_conv}"
+
+
+FROZEN_BN_IMPLS = ("kernel", "in_conv")
+
+
+def set_frozen_bn_impl(cell, impl):
+    """How every FrozenBatchNorm2d under `cell` runs after its convolution: "kernel" (MindSpore's
+    inference batch-norm kernel on the convolution's output) or "in_conv" (inside the
+    convolution: weight W * scale, then + shift; see `conv_then_norm`). Same parameters and
+    checkpoints either way; results equal to rounding. Returns how many norms were set.
+
+    "in_conv" saves the kernel's pass over each output and, in training, its backward pass over
+    the output's gradient: MindSpore 2.8's CPU kernel takes 85 ms on res5's (1024, 2048, 4, 4)
+    maps against 27 ms for the BiasAdd that replaces it. On the trunk's large maps the two cost
+    the same, and there the scaled weights stay alive for the backward (the lean 3x3 backward
+    takes its weight as an input): an R-101 step at 512 x 512, batch 2, peaked at 5,042 MiB
+    with every norm inside its convolution, 4,046 with res5's only (docs/benchmark.md)."""
+    if impl not in FROZEN_BN_IMPLS:
+        raise ValueError(f"frozen BN impl must be one of {', '.join(FROZEN_BN_IMPLS)}, got {impl!r}")
+    count = 0
+    for _, child in cell.cells_and_names():
+        if isinstance(child, FrozenBatchNorm2d):
+            child.in_conv = impl == "in_conv"
+            count += 1
+    return count
+
+
+def conv_then_norm(conv, norm, x):
+    """norm(conv(x)), inside the convolution when `norm` is a FrozenBatchNorm2d set `in_conv` and
+    `conv` a plain convolution (not a mixed-precision wrapper, not folded for inference)."""
+    if isinstance(norm, FrozenBatchNorm2d) and norm.in_conv and isinstance(conv, nn.Conv2d) \
+            and conv.data_format == "NCHW":
+        return norm.after_conv(conv, x)
+    return norm(conv(x))
+
+
+def _shortcut(block, x):
+    """A block's shortcut: x, or its projection (mindcv's `down_sample`: conv, norm)."""
+    if block.down_sample is None:
+        return x
+    down = block.down_sample
+    if isinstance(down, nn.SequentialCell) and len(down) == 2:
+        return conv_then_norm(down[0], down[1], x)
+    return down(x)
 
 
 _NORMS = {"frozen_bn": FrozenBatchNorm2d, "bn": nn.BatchNorm2d}
@@ -181,7 +266,7 @@ class ResNetTrunk(nn.Cell):
     def construct(self, x, extent=None):
         if extent is None:
             return self._unmasked(x)
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(conv_then_norm(self.conv1, self.bn1, x))
         x = self.max_pool(apply_mask(x, region_mask(extent, x.shape[2], x.shape[3], 2)))
         if self.freeze_at >= 1:
             x = ops.stop_gradient(x)
@@ -197,7 +282,7 @@ class ResNetTrunk(nn.Cell):
         return x
 
     def _unmasked(self, x):
-        x = self.max_pool(self.relu(self.bn1(self.conv1(x))))
+        x = self.max_pool(self.relu(conv_then_norm(self.conv1, self.bn1, x)))
         if self.freeze_at >= 1:
             x = ops.stop_gradient(x)
         x = self.layer1(x)
@@ -228,28 +313,33 @@ def _strided(length, factor):
 def _masked_block(block, x, mask_in=None, mask_out=None):
     """A mindcv BasicBlock / Bottleneck forward with an out-of-place residual sum and, given the
     region masks at the block's input and output strides, the input of each 3x3 conv masked."""
+    out = _block_branch(block, x, mask_in, mask_out)
+    return block.relu(out + _shortcut(block, x))
+
+
+def _block_branch(block, x, mask_in=None, mask_out=None):
+    """The residual branch of a mindcv BasicBlock / Bottleneck, the input of each 3x3 conv
+    masked when the masks are given."""
     masked = mask_in is not None
     if isinstance(block, Bottleneck):
-        out = block.relu(block.bn1(block.conv1(x)))
+        out = block.relu(conv_then_norm(block.conv1, block.bn1, x))
         if masked:
             out = apply_mask(out, mask_in if out.shape[2] == mask_in.shape[2] else mask_out)
-        out = block.relu(block.bn2(block.conv2(out)))
-        out = block.bn3(block.conv3(out))
-    else:
-        out = block.relu(block.bn1(block.conv1(apply_mask(x, mask_in) if masked else x)))
-        out = block.bn2(block.conv2(apply_mask(out, mask_out) if masked else out))
-    identity = x if block.down_sample is None else block.down_sample(x)
-    return block.relu(out + identity)
+        out = block.relu(conv_then_norm(block.conv2, block.bn2, out))
+        return conv_then_norm(block.conv3, block.bn3, out)
+    out = block.relu(conv_then_norm(block.conv1, block.bn1, apply_mask(x, mask_in) if masked else x))
+    return conv_then_norm(block.conv2, block.bn2, apply_mask(out, mask_out) if masked else out)
 
 
 def residual_stage(stage, x):
     """Run a mindcv ResNet stage (a SequentialCell of blocks) on x, as the stage itself would,
-    for inference.
+    with `conv_then_norm`.
 
     mindcv's blocks sum the residual in place (`out += identity`), which MindSpore 2.8's graph
     mode runs as an Add and an Assign copying the sum back: on CPU the copies of res5's
     (1000, 2048, 4, 4) outputs took 83 ms of an R-101 inference. In training the in-place sum
-    is the leaner one (an R-101 step at 512 x 512, batch 2, peaked 540 MiB higher without it)."""
+    was once the leaner one (+540 MiB without it, 2 Dec); on 4 Dec an R-101 step at 512 x 512,
+    batch 2, peaked at 4,039-4,065 MiB without it, against 4,034-4,056 with mindcv's blocks."""
     for block in stage:
         x = _masked_block(block, x)
     return x
@@ -273,8 +363,6 @@ class ResNetRes5(nn.Cell):
         self.input_stride = int(input_stride)
 
     def construct(self, x):
-        if self.training:
-            return self.layer4(x)
         return residual_stage(self.layer4, x)
 
 

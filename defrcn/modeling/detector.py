@@ -14,7 +14,7 @@ import mindspore.nn as nn
 import mindspore.ops as ops
 from mindspore import Parameter, Tensor
 
-from defrcn.modeling.backbone import build_resnet_c4, count_parameters
+from defrcn.modeling.backbone import build_resnet_c4, count_parameters, set_frozen_bn_impl
 from defrcn.modeling.gdl import DecoupledBranch
 from defrcn.modeling.lean_backward import CONV_BACKWARDS, lean_backward_for_device, use_lean_backward
 from defrcn.modeling.padding import padded_extent
@@ -26,6 +26,8 @@ from defrcn.modeling.winograd import resolve_res5_conv, use_winograd
 from defrcn.utils.heap import ReleasesHeapAfterCompile
 
 LOSS_NAMES = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg")
+# model.frozen_bn_impl: where each frozen BN after a convolution runs (`set_frozen_bn_impl`).
+FROZEN_BN_SETTINGS = ("auto", "kernel", "in_conv")
 
 
 class DeFRCN(ReleasesHeapAfterCompile, nn.Cell):
@@ -72,7 +74,8 @@ class DeFRCN(ReleasesHeapAfterCompile, nn.Cell):
 def build_detector(*, num_classes, depth=101, norm="frozen_bn", freeze_at=3, stride_in_1x1=True,
                    gdl_scale_rpn=0.0, gdl_scale_roi=0.75, freeze_res5=False, cls_dropout=0.0,
                    pooler_resolution=7, pooler_impl="matmul", rpn=None, roi=None, sample_salt=0,
-                   size_divisibility=0, res5_conv="direct", conv_backward="stock", verbose=True):
+                   size_divisibility=0, res5_conv="direct", conv_backward="stock", frozen_bn_impl="kernel",
+                   verbose=True):
     """Build DeFRCN from plain values (the recipe's `model(cfg)` maps cfg onto these).
 
     `rpn` and `roi` are dicts of keyword arguments for `RPN` and `Res5ROIHeads`
@@ -88,11 +91,18 @@ def build_detector(*, num_classes, depth=101, norm="frozen_bn", freeze_at=3, str
     `conv_backward`: the backward of the trunk's and the RPN head's trainable 3x3 convolutions:
     "stock", "lean" (keeps only their inputs, `lean_backward.py`; same parameters, gradients
     equal to rounding) or "auto" (lean where the device needs it: CPU).
+    `frozen_bn_impl`: how a frozen BatchNorm after a convolution runs: "kernel" (MindSpore's
+    batch-norm kernel), "in_conv" (inside the convolution's weight, `set_frozen_bn_impl`) or
+    "auto" (in res5's convolutions, whose RoI maps are small; the kernel in the trunk).
     """
     res5_conv = resolve_res5_conv(res5_conv)
     if conv_backward not in CONV_BACKWARDS:
         raise ValueError(f"conv_backward must be one of {', '.join(CONV_BACKWARDS)}, got {conv_backward!r}")
     trunk, res5 = build_resnet_c4(depth, norm=norm, freeze_at=freeze_at, stride_in_1x1=stride_in_1x1)
+    if frozen_bn_impl not in FROZEN_BN_SETTINGS:
+        raise ValueError(f"frozen_bn_impl must be one of {', '.join(FROZEN_BN_SETTINGS)}, got {frozen_bn_impl!r}")
+    set_frozen_bn_impl(trunk, "in_conv" if frozen_bn_impl == "in_conv" else "kernel")
+    set_frozen_bn_impl(res5, "kernel" if frozen_bn_impl == "kernel" else "in_conv")
     if res5_conv == "winograd":
         use_winograd(res5)
     if freeze_res5:

@@ -80,10 +80,14 @@ class LeanBackwardConv2d(nn.Conv2d):
         self.unfold = Tensor(_unfold_kernels(in_channels))
         self.kernel = _LeanConv3x3()
 
-    def construct(self, x):
+    def convolve(self, x, weight):
+        """The convolution of x with `weight` (this layer's shape), without the bias."""
         # the cast is explicit so that its backward returns the weight's gradient in the
         # weight's dtype under mixed precision (a Cell's own input casts do not)
-        out = self.kernel(x, self.weight.astype(x.dtype), self.unfold.astype(x.dtype))
+        return self.kernel(x, weight.astype(x.dtype), self.unfold.astype(x.dtype))
+
+    def construct(self, x):
+        out = self.convolve(x, self.weight)
         if self.has_bias:
             out = self.bias_add(out, self.bias)
         return out

@@ -69,21 +69,24 @@ class WinogradConv2d(nn.Conv2d):
         self.bmm_nt = ops.BatchMatMul(transpose_b=True)
 
     def construct(self, x):
-        if x.shape[2] != MAP_SIDE or x.shape[3] != MAP_SIDE:
-            out = self.conv2d(x, self.weight)
-        else:
-            out = self._winograd(x)
+        out = self.convolve(x, self.weight)
         if self.has_bias:
             out = self.bias_add(out, self.bias)
         return out
 
-    def _winograd(self, x):
+    def convolve(self, x, weight):
+        """The convolution of x with `weight` (this layer's shape), without the bias."""
+        if x.shape[2] != MAP_SIDE or x.shape[3] != MAP_SIDE:
+            return self.conv2d(x, weight)
+        return self._winograd(x, weight)
+
+    def _winograd(self, x, weight):
         rois, channels, outputs = x.shape[0], x.shape[1], self.out_channels
         dtype = x.dtype
         # Transposed operands are the matmuls' flags, not Transpose ops, whose CPU kernel holds
         # twice its tensor (see defrcn.modeling.roi_align.swap_last_two_axes).
         v = self.matmul_nt(self.t_in_t.astype(dtype), x.reshape(rois * channels, 16))  # (36, R*C)
-        u = self.matmul_nt(self.t_w_t.astype(dtype), self.weight.astype(dtype).reshape(outputs * channels, 9))
+        u = self.matmul_nt(self.t_w_t.astype(dtype), weight.astype(dtype).reshape(outputs * channels, 9))
         m = self.bmm_nt(v.reshape(36, rois, channels), u.reshape(36, outputs, channels))  # (36, R, O)
         y = self.matmul_tn(m.reshape(36, rois * outputs), self.t_out.astype(dtype))  # (R*O, 16)
         return y.reshape(rois, outputs, MAP_SIDE, MAP_SIDE)

@@ -82,6 +82,10 @@ def _defrcn_defaults():
             # only their inputs; MindSpore's CPU kernels keep 18 maps each, defrcn/modeling/lean_backward.py)
             # or "auto" (lean on CPU only)
             conv_backward="auto",
+            # frozen BatchNorm after a convolution: "kernel" (MindSpore's batch-norm kernel on the
+            # output) or "in_conv" (inside the convolution: weight W * scale, then + shift; same
+            # parameters and checkpoints, results equal to rounding, defrcn/modeling/backbone.py)
+            frozen_bn_impl="auto",
             # detectron2 Backbone.size_divisibility (0 for the C4 ResNet): whatever the canvas, results
             # are those of the image padded only to the batch's largest (one image at test time)
             size_divisibility=0,

@@ -32,6 +32,7 @@ def model(cfg, *, rank=0):
         pooler_impl=m.get("pooler_impl", "matmul"),
         res5_conv=m.get("res5_conv", "direct"),
         conv_backward=m.get("conv_backward", "stock"),
+        frozen_bn_impl=m.get("frozen_bn_impl", "kernel"),
         size_divisibility=m.get("size_divisibility", 0),
         rpn={key: tuple(v) if isinstance(v, list) else v for key, v in m.rpn.items()},
         roi=dict(batch_size_per_image=roi.batch_size_per_image, positive_fraction=roi.positive_fraction,

@@ -97,6 +97,27 @@ def test_calibration_normalises_every_norm_layer(graph_mode):
     assert max(m for m, _ in seen) < 1e-3 and max(v for _, v in seen) < 1e-2
 
 
+def test_calibration_sees_norms_that_run_inside_their_convolution(graph_mode):
+    """A frozen BN set to run inside its convolution is calibrated as one that runs alone (the
+    hooks need it as its own Cell), and keeps its setting afterwards."""
+    from defrcn.modeling.backbone import build_resnet_c4, set_frozen_bn_impl
+
+    images = np.random.default_rng(0).normal(0, 50, (2, 3, 64, 64)).astype(np.float32)
+    statistics = []
+    for impl in ("kernel", "in_conv"):
+        ms.set_seed(0)
+        trunk, res5 = build_resnet_c4(18, norm="frozen_bn", freeze_at=0, stride_in_1x1=False)
+        set_frozen_bn_impl(trunk, impl)
+        set_frozen_bn_impl(res5, impl)
+        assert calibrate_norm_statistics(trunk, res5, images) == 20
+        layers = _norm_layers(trunk) + _norm_layers(res5)
+        assert all(layer.in_conv == (impl == "in_conv") for layer in layers)
+        statistics.append([layer.moving_variance.asnumpy() for layer in layers])
+    assert not np.allclose(statistics[0][-1], 1.0)
+    for kernel, in_conv in zip(*statistics):
+        np.testing.assert_array_equal(in_conv, kernel)
+
+
 @pytest.mark.parametrize("options, fragment", [
     (dict(mode="bogus"), "--mode: expected one of train, infer, data, got 'bogus'"),
     (dict(batch=0), "--batch: must be >= 1, got 0"),

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 from mindcv.models.resnet import resnet18, resnet101
 
-from defrcn.modeling.backbone import FrozenBatchNorm2d, build_resnet_c4, freeze_cell, residual_stage
+from defrcn.modeling.backbone import (FrozenBatchNorm2d, build_resnet_c4, freeze_cell, residual_stage,
+                                      set_frozen_bn_impl)
+from defrcn.modeling.lean_backward import use_lean_backward
+from defrcn.modeling.winograd import use_winograd
 from defrcn.modeling.param_count import count_parameters, format_parameter_count
 
 # torchvision resnet101: 44,549,160 parameters, of which the fc layer 2048 * 1000 + 1000.
@@ -156,16 +159,18 @@ class _WeightedSum(nn.Cell):
 
 
 @pytest.mark.parametrize("depth, stride_in_1x1", [(18, False), (50, True)])
-def test_res5_in_inference_gives_the_values_of_mindcvs_in_place_blocks(each_mode, depth, stride_in_1x1):
-    """Inference runs res5 through `residual_stage` (out-of-place residual sums), training through
-    mindcv's blocks (`out += identity`): the same values, bit for bit, in both execution modes.
+def test_res5_gives_the_values_of_mindcvs_in_place_blocks(each_mode, depth, stride_in_1x1):
+    """res5 runs its blocks through `residual_stage` (out-of-place residual sums) in training and
+    inference: the values of mindcv's own blocks (`out += identity`), bit for bit, in both
+    execution modes.
     The blocks cover a down-sampling shortcut and an identity one."""
     ms.set_seed(depth)
     trunk, res5 = build_resnet_c4(depth, norm="frozen_bn", freeze_at=3, stride_in_1x1=stride_in_1x1)
     side = 7 if res5.input_stride == 1 else 4
     rois = _random((3, trunk.out_channels, side, side), seed=depth)
+    in_place = res5.layer4(rois).asnumpy()  # mindcv's own blocks
     res5.set_train(True)
-    in_place = res5(rois).asnumpy()
+    np.testing.assert_array_equal(res5(rois).asnumpy(), in_place)
     res5.set_train(False)
     np.testing.assert_array_equal(res5(rois).asnumpy(), in_place)
     assert res5.layer4[0].down_sample is not None and res5.layer4[1].down_sample is None
@@ -292,3 +297,72 @@ def test_masked_trunk_gradients_equal_those_of_the_unpadded_input(each_mode):
                                atol=1e-5 * np.abs(dx_own.asnumpy()).max())
     for own, canvas in zip(dw_own, dw_canvas):
         np.testing.assert_allclose(canvas.asnumpy(), own.asnumpy(), rtol=1e-4, atol=1e-5 * np.abs(own.asnumpy()).max())
+
+
+def _random_statistics(cell, seed):
+    """Frozen BN statistics and affines far from the identity, so that a wrong scale shows."""
+    rng = np.random.default_rng(seed)
+    for name, param in cell.parameters_and_names():
+        leaf = name.rsplit(".", 1)[-1]
+        values = {"gamma": lambda: rng.uniform(0.5, 1.5, param.shape),
+                  "beta": lambda: rng.normal(0, 0.2, param.shape),
+                  "moving_mean": lambda: rng.normal(0, 0.2, param.shape),
+                  "moving_variance": lambda: rng.uniform(0.5, 2.0, param.shape)}.get(leaf)
+        if values is not None:
+            param.set_data(ms.Tensor(values().astype(np.float32)))
+
+
+class _TrunkAndRes5Loss(nn.Cell):
+    def __init__(self, trunk, res5):
+        super().__init__()
+        self.trunk, self.res5 = trunk, res5
+
+    def construct(self, image, extent, rois):
+        features = self.trunk(image, extent)
+        return (features ** 2).mean() + (self.res5(rois) ** 2).mean()
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_frozen_bn_in_the_convolution_gives_the_kernels_values_and_gradients(each_mode, depth):
+    """model.frozen_bn_impl "in_conv" against "kernel": the same parameters and names, and, with
+    every stage trainable, the stem, the masked trunk, the shortcuts, res5 (Winograd) and the
+    lean 3x3 backward give the same loss and the same gradient for every weight, to rounding."""
+    results = []
+    for impl in ("kernel", "in_conv"):
+        ms.set_seed(depth)
+        trunk, res5 = build_resnet_c4(depth, norm="frozen_bn", freeze_at=0, stride_in_1x1=depth > 34)
+        use_winograd(res5)
+        use_lean_backward(trunk)
+        _random_statistics(trunk, seed=1)
+        _random_statistics(res5, seed=2)
+        count = set_frozen_bn_impl(trunk, impl) + set_frozen_bn_impl(res5, impl)
+        net = _TrunkAndRes5Loss(trunk, res5)
+        net.set_train(True)
+        side = 7 if res5.input_stride == 1 else 4
+        inputs = (_random((1, 3, 64, 96), seed=3), ms.Tensor(np.array([[60, 90]], np.float32)),
+                  _random((5, trunk.out_channels, side, side), seed=4))
+        weights = net.trainable_params()
+        loss, grads = ms.value_and_grad(net, None, weights)(*inputs)
+        net.set_train(False)
+        results.append(dict(count=count, loss=float(loss.asnumpy()), eval=res5(inputs[2]).asnumpy(),
+                            names=[p.name for p in net.get_parameters()],
+                            grads={w.name: g.asnumpy() for w, g in zip(weights, grads)}))
+    kernel, in_conv = results
+    assert kernel["count"] == in_conv["count"] == {18: 20, 50: 53}[depth]
+    assert in_conv["names"] == kernel["names"]
+    assert abs(in_conv["loss"] - kernel["loss"]) <= 1e-5 * abs(kernel["loss"])
+    np.testing.assert_allclose(in_conv["eval"], kernel["eval"], rtol=1e-4, atol=1e-5 * np.abs(kernel["eval"]).max())
+    assert len(kernel["grads"]) == len(in_conv["grads"]) > 0
+    for name, expected in kernel["grads"].items():
+        np.testing.assert_allclose(in_conv["grads"][name], expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max(),
+                                   err_msg=name)
+
+
+def test_set_frozen_bn_impl_sets_every_frozen_norm_and_rejects_unknown_values():
+    trunk, res5 = build_resnet_c4(18, norm="frozen_bn", freeze_at=3, stride_in_1x1=False)
+    norms = [cell for _, cell in trunk.cells_and_names() if isinstance(cell, FrozenBatchNorm2d)]
+    assert set_frozen_bn_impl(trunk, "in_conv") == len(norms) == 15
+    assert all(norm.in_conv for norm in norms)
+    assert set_frozen_bn_impl(trunk, "kernel") == 15 and not any(norm.in_conv for norm in norms)
+    with pytest.raises(ValueError, match="frozen BN impl must be one of kernel, in_conv, got 'fused'"):
+        set_frozen_bn_impl(res5, "fused")
