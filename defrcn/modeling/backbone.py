@@ -89,8 +89,9 @@ class FrozenBatchNorm2d(nn.Cell):
     intermediates alive (1.25 GiB fused), too much to train R-101 at batch 2 in 24 GB. The
     backward keeps nothing of the input (`_FrozenNormKernel`).
 
-    With `in_conv` True, the blocks here run conv then norm as `conv_then_norm` does: one
-    convolution with weight W * scale, then + shift.
+    With `in_conv` True, `conv_then_norm` (which the blocks here call) runs the convolution
+    before this norm and the norm as one convolution with weight W * scale, then + shift
+    (`after_conv`).
     """
 
     def __init__(self, num_features, eps=BN_EPS):
@@ -339,7 +340,7 @@ def residual_stage(stage, x):
     mode runs as an Add and an Assign copying the sum back: on CPU the copies of res5's
     (1000, 2048, 4, 4) outputs took 83 ms of an R-101 inference. In training the in-place sum
     was once the leaner one (+540 MiB without it, 2 Dec); on 4 Dec an R-101 step at 512 x 512,
-    batch 2, peaked at 4,039-4,065 MiB without it, against 4,034-4,056 with mindcv's blocks."""
+    batch 2, peaked at 4,036-4,065 MiB without it, against 4,034-4,056 with mindcv's blocks."""
     for block in stage:
         x = _masked_block(block, x)
     return x

@@ -98,9 +98,9 @@ def build_detector(*, num_classes, depth=101, norm="frozen_bn", freeze_at=3, str
     res5_conv = resolve_res5_conv(res5_conv)
     if conv_backward not in CONV_BACKWARDS:
         raise ValueError(f"conv_backward must be one of {', '.join(CONV_BACKWARDS)}, got {conv_backward!r}")
-    trunk, res5 = build_resnet_c4(depth, norm=norm, freeze_at=freeze_at, stride_in_1x1=stride_in_1x1)
     if frozen_bn_impl not in FROZEN_BN_SETTINGS:
         raise ValueError(f"frozen_bn_impl must be one of {', '.join(FROZEN_BN_SETTINGS)}, got {frozen_bn_impl!r}")
+    trunk, res5 = build_resnet_c4(depth, norm=norm, freeze_at=freeze_at, stride_in_1x1=stride_in_1x1)
     set_frozen_bn_impl(trunk, "in_conv" if frozen_bn_impl == "in_conv" else "kernel")
     set_frozen_bn_impl(res5, "kernel" if frozen_bn_impl == "kernel" else "in_conv")
     if res5_conv == "winograd":
