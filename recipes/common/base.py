@@ -86,7 +86,7 @@ def _defrcn_defaults():
             # output), "in_conv" (inside the convolution: weight W * scale, then + shift; same
             # parameters and checkpoints, results equal to rounding, defrcn/modeling/backbone.py)
             # or "auto" (in_conv in res5, whose 4x4 RoI maps make the CPU kernel slow: a training
-            # step 4-8 % faster; the kernel in the trunk, where in_conv costs memory)
+            # step 1-8 % faster; the kernel in the trunk, where in_conv costs memory)
             frozen_bn_impl="auto",
             # detectron2 Backbone.size_divisibility (0 for the C4 ResNet): whatever the canvas, results
             # are those of the image padded only to the batch's largest (one image at test time)
