@@ -412,7 +412,10 @@ def _benchmark_model(recipe, mode, batch, size, iters, warmup, breakdown, seed, 
                   res5_input_stride=model.roi_heads.res5.input_stride,
                   rois_per_image=cfg.model.roi.batch_size_per_image,
                   res5_conv=resolve_res5_conv(cfg.model.res5_conv),
-                  conv_backward=cfg.model.get("conv_backward", "stock"), peak_rss_mib=peak_mib)
+                  conv_backward=cfg.model.get("conv_backward", "stock"),
+                  # frozen BNs that ran inside their convolutions (model.frozen_bn_impl; folded ones are gone)
+                  frozen_bn_in_conv=sum(1 for _, cell in model.cells_and_names() if getattr(cell, "in_conv", False)),
+                  peak_rss_mib=peak_mib)
     if breakdown:
         result.update(_breakdown(model, tensors["images"], tensors["image_sizes"], iters, warmup))
     return result

@@ -114,6 +114,24 @@ def test_direct_res5_runs_through_the_tool_with_the_same_parameters(mode):
 
 
 @pytest.mark.slow
+def test_frozen_bn_setting_reaches_the_trained_model_through_the_tool():
+    """model.frozen_bn_impl on a frozen-BN toy R-18 (20 frozen BNs, 5 of them in res5): "auto"
+    puts res5's inside their convolutions, "in_conv" all, "kernel" none; the same parameters, and
+    a training step runs each way. An unknown value is one line, exit 2."""
+    counts = {}
+    for impl in ("kernel", "auto", "in_conv"):
+        result = _json_line(_run("--mode", "train", "--batch", 1, "--size", 128, 128, "--iters", 1, "--warmup", 0,
+                                 "--json", "--set", "model.norm=frozen_bn", "--set", "model.freeze_at=0",
+                                 "--set", f"model.frozen_bn_impl={impl}"))
+        assert result["median_ms"] > 0 and result["params"] == 11_798_940
+        counts[impl] = result["frozen_bn_in_conv"]
+    assert counts == {"kernel": 0, "auto": 5, "in_conv": 20}
+    refused = _run("--mode", "train", "--set", "model.frozen_bn_impl=fold")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == "error: model.frozen_bn_impl: 'fold' is not one of auto, kernel, in_conv"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["infer", "train"])
 def test_a_bottleneck_res5_reads_the_sampled_pooled_bins_through_the_tool(mode):
     """R-50 with the stride in the 1x1 (MSRA weights): res5 takes the 4 x 4 of the 7 x 7 pooled
