@@ -79,7 +79,8 @@ class _LeanConv3x3(nn.Cell):
         outputs = dout.shape[1]
         # the rotated weight formed once `dout` exists (`ops.depend`): left to the scheduler, an
         # R-101 step at 800 x 1333, batch 2, peaked at 6.1-6.2 GiB against 5.7
-        dx = ops.Conv2D(channels, 3, pad_mode="pad", pad=1)(dout, _flipped_transposed(ops.depend(weight, dout)))
+        flipped = _flipped_transposed(ops.depend(weight, dout))
+        dx = ops.Conv2D(channels, 3, pad_mode="pad", pad=1)(dout, flipped)
         cols = ops.Conv2D(9 * channels, 3, pad_mode="pad", pad=1, group=channels)(ops.depend(x, dout), unfold)
         dw = self.bmm_nt(dout.reshape(batch, outputs, height * width),
                          cols.reshape(batch, 9 * channels, height * width)).sum(0)
